@@ -1,0 +1,131 @@
+"""Measurements of a model: parameters, MACs, serialized size, CPU latency, fidelity to the dense model.
+
+Every number here is measured on the model it is given, never derived from a requested ratio.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """Multiply-accumulate operations of one forward pass on `example_inputs`."""
+    # count_ops_and_params runs a forward pass on its own deep copy, so `model` is not touched.
+    macs, _ = tp.utils.count_ops_and_params(model, example_inputs)
+    return int(macs)
+
+
+def serialized_size_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state_dict as written by torch.save (the file a user would ship)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Wall-clock time of one forward pass, over repeated runs after warm-up."""
+
+    median_ms: float
+    q1_ms: float  # 25th percentile
+    q3_ms: float  # 75th percentile
+    runs: int
+    threads: int  # torch intra-op threads during the measurement
+
+    @property
+    def spread_ms(self) -> float:
+        return self.q3_ms - self.q1_ms
+
+
+def measure_latency(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    warmup: int = 3,
+    min_runs: int = 5,
+    max_runs: int = 30,
+    budget_s: float = 2.0,
+) -> LatencyStats:
+    """Time forward passes after `warmup` untimed ones and report the median with quartiles.
+
+    Runs stop after `max_runs`, or once `min_runs` are done and `budget_s` seconds have passed,
+    so a slow model still gets a median of several runs without stalling the caller.
+    """
+    model.eval()
+    timings = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(inputs)
+        started = time.perf_counter()
+        while len(timings) < max_runs:
+            begin = time.perf_counter()
+            model(inputs)
+            timings.append((time.perf_counter() - begin) * 1000.0)
+            if len(timings) >= min_runs and time.perf_counter() - started > budget_s:
+                break
+    quartiles = statistics.quantiles(timings, n=4) if len(timings) > 1 else [timings[0]] * 3
+    return LatencyStats(
+        median_ms=statistics.median(timings),
+        q1_ms=quartiles[0],
+        q3_ms=quartiles[2],
+        runs=len(timings),
+        threads=torch.get_num_threads(),
+    )
+
+
+# --- fidelity of the pruned model's outputs to the dense model's ----------------------------------
+
+def classification_fidelity(dense_logits: torch.Tensor, pruned_logits: torch.Tensor, k: int = 5) -> dict[str, float]:
+    """Agreement of two classifiers on the same batch: top-1 agreement, top-k overlap, KL(dense || pruned)."""
+    if dense_logits.shape != pruned_logits.shape:
+        raise ValueError(f"logit shapes differ: {tuple(dense_logits.shape)} vs {tuple(pruned_logits.shape)}")
+    dense_logits = dense_logits.float()
+    pruned_logits = pruned_logits.float()
+
+    top1 = (dense_logits.argmax(1) == pruned_logits.argmax(1)).float().mean().item()
+    dense_top = dense_logits.topk(k, dim=1).indices
+    pruned_top = pruned_logits.topk(k, dim=1).indices
+    overlap = [len(set(d.tolist()) & set(p.tolist())) / k for d, p in zip(dense_top, pruned_top)]
+    kl = torch.nn.functional.kl_div(
+        pruned_logits.log_softmax(1), dense_logits.log_softmax(1), log_target=True, reduction="batchmean"
+    ).item()
+    return {"top1_agreement": top1, f"top{k}_overlap": float(np.mean(overlap)), "kl_divergence": max(kl, 0.0)}
+
+
+def edge_map_fidelity(dense_map: torch.Tensor, pruned_map: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """Closeness of two maps with values in [0, 1]: PSNR (dB), mean absolute error, and edge F1.
+
+    Edge F1 binarises both maps at `threshold` and scores the pruned edges against the dense ones
+    pixel by pixel (no distance tolerance, so it is stricter than the BSDS benchmark's F-measure).
+    """
+    if dense_map.shape != pruned_map.shape:
+        raise ValueError(f"map shapes differ: {tuple(dense_map.shape)} vs {tuple(pruned_map.shape)}")
+    dense = dense_map.float().clamp(0, 1)
+    pruned = pruned_map.float().clamp(0, 1)
+
+    mse = torch.mean((dense - pruned) ** 2).item()
+    psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    mae = torch.mean((dense - pruned).abs()).item()
+
+    dense_edges = dense >= threshold
+    pruned_edges = pruned >= threshold
+    true_positive = (dense_edges & pruned_edges).sum().item()
+    predicted = pruned_edges.sum().item()
+    actual = dense_edges.sum().item()
+    if predicted == 0 and actual == 0:
+        f1 = 1.0  # no edges in either map: they agree
+    else:
+        f1 = 2.0 * true_positive / (predicted + actual)
+    return {"psnr_db": psnr, "mean_abs_error": mae, "edge_f1": f1}

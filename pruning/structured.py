@@ -1,0 +1,234 @@
+"""Structured channel pruning through torch-pruning's dependency graph (channels are really removed).
+
+The work is split so that a slider move is cheap:
+
+1. `analyse` traces the model once and scores every channel of every prunable group (cache it).
+2. `make_plan` turns scores + ratio + allocation into the channel indices to remove (fast, pure).
+3. `apply_plan` removes those channels from a deep copy of the base model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from .importance import get_criterion
+
+logger = logging.getLogger(__name__)
+
+ALLOCATIONS = ("uniform", "global")
+
+# Never remove more than this share of one group, whatever the allocation: a layer left with a
+# handful of channels turns the whole network's output into noise, and zero channels would break it.
+MAX_GROUP_RATIO = 0.9
+MAX_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class GroupScores:
+    """Importance scores of one dependency group: channels that can only be removed together."""
+
+    name: str  # name of the root layer (the conv whose output channels define the group)
+    layer_type: str  # e.g. "Conv2d" or "Conv2d (depthwise)"
+    members: tuple[str, ...]  # every layer the group touches, as "name (out)" or "name (in)"
+    scores: np.ndarray  # (channels,) importance of each output channel of the root layer
+
+    @property
+    def channels(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Scores of every prunable group of one model under one criterion."""
+
+    criterion: str
+    groups: tuple[GroupScores, ...]
+
+    def group(self, name: str) -> GroupScores:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"no prunable group rooted at {name!r}")
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Which channels of which group go; indices refer to the root layer's output channels."""
+
+    ratio: float  # requested channel ratio
+    allocation: str
+    remove: dict[str, tuple[int, ...]]  # group root name -> sorted channel indices to remove
+
+    def removed_count(self, name: str) -> int:
+        return len(self.remove.get(name, ()))
+
+
+def check_ratio(ratio: float) -> float:
+    """Validate a channel ratio, raising ValueError with the accepted range."""
+    if not isinstance(ratio, (int, float)) or math.isnan(ratio) or not 0.0 <= ratio <= MAX_RATIO:
+        raise ValueError(f"invalid ratio {ratio!r}: use a number from 0 to {MAX_RATIO}")
+    return float(ratio)
+
+
+def _build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
+    # torch-pruning follows autograd's graph while tracing, so gradients must be on here even if
+    # the caller runs under torch.no_grad() or inference_mode.
+    with torch.enable_grad():
+        model.requires_grad_(True)
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+
+
+def _ignored_modules(model: nn.Module, output_heads: tuple[str, ...]) -> list[nn.Module]:
+    modules = dict(model.named_modules())
+    missing = [name for name in output_heads if name not in modules]
+    if missing:
+        raise ValueError(f"output heads not found in the model: {', '.join(missing)}")
+    return [modules[name] for name in output_heads]
+
+
+def _describe_layer(module: nn.Module) -> str:
+    kind = type(module).__name__
+    if isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+        kind += " (depthwise)"
+    return kind
+
+
+def _group_members(group: tp.Group, names: dict[nn.Module, str], DG: tp.DependencyGraph) -> tuple[str, ...]:
+    members = []
+    for dep, _ in group:
+        module = dep.target.module
+        if module not in names:
+            continue  # functional nodes such as additions have no module name
+        direction = "out" if DG.is_out_channel_pruning_fn(dep.handler) else "in"
+        label = f"{names[module]} ({direction})"
+        if label not in members:
+            members.append(label)
+    return tuple(members)
+
+
+def analyse(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    *,
+    criterion: str,
+    output_heads: tuple[str, ...] = (),
+) -> Analysis:
+    """Score every prunable group of `model` with `criterion`; the model itself is not touched."""
+    criterion_record = get_criterion(criterion)
+    criterion_record.check_applies(model)
+    work = copy.deepcopy(model).eval()  # tracing registers hooks, so keep them off the shared model
+    DG = _build_graph(work, example_inputs)
+    names = {module: name for name, module in work.named_modules()}
+    scorer = criterion_record.factory()
+
+    groups = []
+    ignored = _ignored_modules(work, output_heads)
+    for group in DG.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        root = group[0].dep.target.module
+        scores = scorer(group)
+        if scores is None:
+            continue
+        groups.append(
+            GroupScores(
+                name=names[root],
+                layer_type=_describe_layer(root),
+                members=_group_members(group, names, DG),
+                scores=scores.detach().float().cpu().numpy(),
+            )
+        )
+    logger.info("scored %d groups with %s", len(groups), criterion)
+    return Analysis(criterion=criterion, groups=tuple(groups))
+
+
+def _lowest(scores: np.ndarray, count: int) -> tuple[int, ...]:
+    # A stable sort keeps ties (e.g. all-zero filters) in channel order, so plans are reproducible.
+    order = np.argsort(scores, kind="stable")
+    return tuple(sorted(int(i) for i in order[:count]))
+
+
+def _group_cap(channels: int) -> int:
+    # At most MAX_GROUP_RATIO of a group goes, and at least one channel always stays.
+    return min(channels - 1, int(math.floor(channels * MAX_GROUP_RATIO + 1e-9)))
+
+
+def make_plan(analysis: Analysis, ratio: float, *, allocation: str = "uniform") -> PruningPlan:
+    """Choose the channels to remove at channel ratio `ratio`.
+
+    uniform: every group loses floor(ratio * channels) of its lowest-scoring channels.
+    global: scores are divided by their group's mean, so layers compare on one scale, and the
+    lowest `ratio` of all channels go, with each group capped at MAX_GROUP_RATIO.
+    """
+    ratio = check_ratio(ratio)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"invalid allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+
+    remove: dict[str, tuple[int, ...]] = {}
+    if allocation == "uniform":
+        for group in analysis.groups:
+            count = min(int(math.floor(group.channels * ratio + 1e-9)), _group_cap(group.channels))
+            remove[group.name] = _lowest(group.scores, count)
+    else:
+        remove = _global_plan(analysis, ratio)
+    return PruningPlan(ratio=ratio, allocation=allocation, remove=remove)
+
+
+def _global_plan(analysis: Analysis, ratio: float) -> dict[str, tuple[int, ...]]:
+    # One ranking over all channels of all groups, on scores normalised by each group's mean.
+    entries = []  # (normalised score, group index, channel)
+    for g, group in enumerate(analysis.groups):
+        mean = float(np.mean(group.scores))
+        normalised = group.scores / mean if mean > 0 else np.zeros_like(group.scores)
+        entries.extend((float(s), g, c) for c, s in enumerate(normalised))
+    entries.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
+
+    total = sum(group.channels for group in analysis.groups)
+    budget = int(math.floor(total * ratio + 1e-9))
+    chosen: list[list[int]] = [[] for _ in analysis.groups]
+    for _, g, c in entries:
+        if budget == 0:
+            break
+        if len(chosen[g]) < _group_cap(analysis.groups[g].channels):
+            chosen[g].append(c)
+            budget -= 1
+    return {group.name: tuple(sorted(chosen[g])) for g, group in enumerate(analysis.groups)}
+
+
+def apply_plan(base_model: nn.Module, plan: PruningPlan, example_inputs: torch.Tensor) -> nn.Module:
+    """Remove the planned channels from a deep copy of `base_model` and return the copy."""
+    model = copy.deepcopy(base_model).eval()
+    if not any(plan.remove.values()):
+        return model
+
+    DG = _build_graph(model, example_inputs)
+    modules = dict(model.named_modules())
+    for name, indices in plan.remove.items():
+        if not indices:
+            continue
+        root = modules[name]
+        pruner = DG.get_pruner_of_module(root)
+        group = DG.get_pruning_group(root, pruner.prune_out_channels, list(indices))
+        if not DG.check_pruning_group(group):
+            raise ValueError(f"cannot remove {len(indices)} channels from group {name!r}: it would leave none")
+        group.prune()
+    # Tracing switched gradients on; the pruned copy is for inference only.
+    model.requires_grad_(False)
+    return model
+
+
+def layer_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels (or features) of every conv and linear layer, by name."""
+    counts = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            counts[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            counts[name] = module.out_features
+    return counts
