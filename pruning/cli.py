@@ -1,0 +1,224 @@
+"""Command line: `python -m pruning models|prune|video`.
+
+Bad input exits with status 2 and one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .catalog import DEFAULT_MODEL, get_model_entry, list_models
+from .explorer import MODES, PruneConfig, model_stats, prune
+from .importance import DEFAULT_CRITERION, list_criteria
+from .media import MediaError, load_image, load_sample_image, probe_video, sample_image_names
+from .metrics import measure_latency
+from .structured import ALLOCATIONS, MAX_RATIO
+from .tasks import infer, output_fidelity, prepare_input
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user error: reported as one line on stderr with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser that reports a usage error in one line instead of the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}: use a number from 0 to {MAX_RATIO}") from None
+    if not 0.0 <= value <= MAX_RATIO:
+        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}: use a number from 0 to {MAX_RATIO}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number of at least 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number of at least 1")
+    return value
+
+
+def _add_pruning_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
+    parser.add_argument(
+        "--ratio", type=_ratio, required=True, help=f"share of channels (or weights, in unstructured mode) to remove, 0 to {MAX_RATIO}"
+    )
+    parser.add_argument("--criterion", default=DEFAULT_CRITERION, choices=list_criteria(), help="importance criterion (default: %(default)s)")
+    parser.add_argument("--mode", default="structured", choices=MODES, help="remove channels or zero weights (default: %(default)s)")
+    parser.add_argument(
+        "--allocation", default="uniform", choices=ALLOCATIONS, help="same ratio per layer, or one ranking across layers (default: %(default)s)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pruning", description="Prune image and video models and measure the effect.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    models = commands.add_parser("models", help="list the model catalogue")
+    models.add_argument("--json", action="store_true", help="print a JSON list")
+
+    prune_parser = commands.add_parser("prune", help="prune a model and compare it with the dense one")
+    _add_pruning_options(prune_parser)
+    prune_parser.add_argument(
+        "--image", action="append", type=Path, metavar="PATH", help="image for fidelity (repeatable; default: the shipped sample photos)"
+    )
+
+    video = commands.add_parser("video", help="run dense and pruned models on a clip and write a side-by-side H.264 mp4")
+    _add_pruning_options(video)
+    video.add_argument("input", type=Path, help="input video file (mp4, mov, webm, avi, ...)")
+    video.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
+    video.add_argument("--max-frames", type=_positive_int, default=None, help="process at most this many frames (default: all)")
+    return parser
+
+
+def _models(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
+    rows = []
+    for name in list_models():
+        entry = get_model_entry(name)
+        rows.append({"name": name, "task": entry.task, "pretrained": entry.pretrained, "weights_source": entry.weights_source})
+    return rows
+
+
+def _build_base(name: str):
+    entry = get_model_entry(name)
+    try:
+        return entry, entry.build()
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
+def _load_images(paths: list[Path] | None) -> list:
+    if not paths:
+        return [load_sample_image(name) for name in sample_image_names()]
+    images = []
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"image not found: {path}")
+        images.append(load_image(path))
+    return images
+
+
+def _mean_fidelity(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}
+
+
+def _prune(args: argparse.Namespace) -> dict[str, Any]:
+    images = _load_images(args.image)  # check the inputs before any slow work
+    entry, base = _build_base(args.model)
+    config = PruneConfig(args.model, args.ratio, args.criterion, args.mode, args.allocation)
+    result = prune(base, config)
+
+    example = entry.example_inputs()
+    dense_stats = model_stats(base, example)
+    pruned_stats = model_stats(result.model, example)
+    timing_input = torch.randn(example.shape, generator=torch.Generator().manual_seed(0))
+    dense_latency = measure_latency(base, timing_input)
+    pruned_latency = measure_latency(result.model, timing_input)
+
+    fidelity_rows = []
+    output_shape = {}
+    for image in images:
+        inputs = prepare_input(entry, image)
+        dense_output = infer(base, inputs)
+        pruned_output = infer(result.model, inputs)
+        output_shape = {"dense": list(dense_output.shape), "pruned": list(pruned_output.shape)}
+        fidelity_rows.append(output_fidelity(entry, dense_output, pruned_output))
+
+    return {
+        "model": args.model,
+        "ratio": args.ratio,
+        "criterion": args.criterion,
+        "mode": args.mode,
+        "allocation": args.allocation,
+        "params": {"dense": dense_stats.params, "pruned": pruned_stats.params},
+        "nonzero_params": {"dense": dense_stats.nonzero_params, "pruned": pruned_stats.nonzero_params},
+        "macs": {"dense": dense_stats.macs, "pruned": pruned_stats.macs},
+        "size_bytes": {"dense": dense_stats.size_bytes, "pruned": pruned_stats.size_bytes},
+        "latency_ms": {"dense": round(dense_latency.median_ms, 3), "pruned": round(pruned_latency.median_ms, 3)},
+        "latency_spread_ms": {"dense": round(dense_latency.spread_ms, 3), "pruned": round(pruned_latency.spread_ms, 3)},
+        "threads": dense_latency.threads,
+        "input_shape": list(example.shape),
+        "output_shape": output_shape,
+        "channel_reduction": result.channel_reduction,
+        "weight_sparsity": result.weight_sparsity,
+        "fidelity": {**_mean_fidelity(fidelity_rows), "images": len(fidelity_rows)},
+        "layers": [
+            {"name": layer.name, "channels_dense": layer.channels_dense, "channels_pruned": layer.channels_pruned, "sparsity": layer.sparsity}
+            for layer in result.layers
+        ],
+    }
+
+
+def _video(args: argparse.Namespace) -> dict[str, Any]:
+    from .video import compare_on_video
+
+    if not args.input.is_file():
+        raise UsageError(f"video not found: {args.input}")
+    if args.output.suffix.lower() != ".mp4":
+        raise UsageError(f"invalid output {args.output}: the output must be an .mp4 file")
+    probe_video(args.input)  # reject unreadable clips before loading any model
+    entry, base = _build_base(args.model)
+    result = prune(base, PruneConfig(args.model, args.ratio, args.criterion, args.mode, args.allocation))
+
+    def report(done: int, total: int | None) -> None:
+        if not args.json:
+            print(f"\rframe {done}/{total or '?'}", end="", file=sys.stderr, flush=True)
+
+    comparison = compare_on_video(entry, base, result.model, args.input, args.output, max_frames=args.max_frames, progress=report)
+    if not args.json:
+        print(file=sys.stderr)
+    return {
+        "model": args.model,
+        "ratio": args.ratio,
+        "frames_in": comparison.frames_in,
+        "frames_out": comparison.frames_out,
+        "fps": {"dense": round(comparison.dense_fps, 3), "pruned": round(comparison.pruned_fps, 3)},
+        "agreement": comparison.mean_agreement,
+        "output": {"path": comparison.output_path, "codec": comparison.codec, "width": comparison.width, "height": comparison.height},
+    }
+
+
+def _print_table(payload: Any) -> None:
+    if isinstance(payload, list):
+        for row in payload:
+            print("  ".join(f"{key}={value}" for key, value in row.items()))
+        return
+    for key, value in payload.items():
+        if key == "layers":
+            print(f"layers: {len(value)} (use --json for the per-layer table)")
+        else:
+            print(f"{key}: {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"models": _models, "prune": _prune, "video": _video}
+    try:
+        payload = handlers[args.command](args)
+    except (UsageError, MediaError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_table(payload)
+    return 0

@@ -1,0 +1,132 @@
+"""Per-task inference and rendering: class scores for classifiers, edge maps for HED."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from .catalog import TASK_CLASSIFICATION, TASK_EDGES, ModelEntry
+from .metrics import classification_fidelity, edge_map_fidelity
+
+
+def fit_to_side(image: Image.Image, max_side: int | None) -> Image.Image:
+    """Shrink `image` so its longer side is at most `max_side` pixels (returns a new image or the same one)."""
+    if max_side is None or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def prepare_input(entry: ModelEntry, image: Image.Image) -> torch.Tensor:
+    """Turn an RGB image into the model's input batch of one, capped to the entry's input size."""
+    return entry.preprocess(fit_to_side(image.convert("RGB"), entry.max_input_side))
+
+
+def infer(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(inputs)
+
+
+def top_k(entry: ModelEntry, logits: torch.Tensor, k: int = 5) -> list[tuple[str, float]]:
+    """Top-k (class name, probability) of the first item of a batch of logits."""
+    probabilities = logits[0].float().softmax(0)
+    values, indices = probabilities.topk(k)
+    return [(entry.categories[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def output_fidelity(entry: ModelEntry, dense_output: torch.Tensor, pruned_output: torch.Tensor) -> dict[str, float]:
+    """Fidelity of the pruned output to the dense one, in the task's own terms."""
+    if entry.task == TASK_CLASSIFICATION:
+        return classification_fidelity(dense_output, pruned_output)
+    if entry.task == TASK_EDGES:
+        return edge_map_fidelity(dense_output, pruned_output)
+    raise ValueError(f"no fidelity measure for task {entry.task!r}")
+
+
+def edge_map_image(edges: torch.Tensor) -> Image.Image:
+    """Greyscale image of an edge map (1, 1, H, W) in [0, 1]: black background, white edges."""
+    array = (edges[0, 0].float().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(array, mode="L")
+
+
+def edge_difference_image(dense: torch.Tensor, pruned: torch.Tensor) -> Image.Image:
+    """Colour map of pruned minus dense edges: red where edges were lost, blue where new ones appeared."""
+    delta = (pruned[0, 0] - dense[0, 0]).float().clamp(-1, 1).numpy()
+    rgb = np.zeros((*delta.shape, 3), dtype=np.float32)
+    rgb[..., 0] = np.clip(-delta, 0, 1)  # lost edges
+    rgb[..., 2] = np.clip(delta, 0, 1)  # new edges
+    return Image.fromarray((rgb * 255.0).round().astype(np.uint8), mode="RGB")
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def caption(image: Image.Image, lines: list[str]) -> Image.Image:
+    """Copy of `image` with `lines` written on a dark band at its top-left corner."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    size = max(12, out.height // 18)
+    font = _font(size)
+    y = 4
+    for line in lines:
+        box = draw.textbbox((6, y), line, font=font)
+        draw.rectangle((box[0] - 4, box[1] - 2, box[2] + 4, box[3] + 2), fill=(0, 0, 0))
+        draw.text((6, y), line, fill=(255, 255, 255), font=font)
+        y = box[3] + 6
+    return out
+
+
+def render_output(entry: ModelEntry, image: Image.Image, output: torch.Tensor, title: str) -> Image.Image:
+    """Picture of one model output for video frames: the frame with its top class, or the edge map."""
+    if entry.task == TASK_CLASSIFICATION:
+        label, probability = top_k(entry, output, k=1)[0]
+        return caption(image, [title, f"{label} {probability:.0%}"])
+    edges = edge_map_image(output).convert("RGB").resize(image.size, Image.Resampling.BILINEAR)
+    return caption(edges, [title])
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
+    """Both images next to each other on a black canvas, the right one scaled to the left's height."""
+    if right.height != left.height:
+        width = max(1, round(right.width * left.height / right.height))
+        right = right.resize((width, left.height), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (left.width + gap + right.width, left.height))
+    canvas.paste(left.convert("RGB"), (0, 0))
+    canvas.paste(right.convert("RGB"), (left.width + gap, 0))
+    return canvas
+
+
+@dataclass
+class ImageComparison:
+    """Dense and pruned outputs for one image, with their fidelity and pictures to show."""
+
+    dense_output: torch.Tensor
+    pruned_output: torch.Tensor
+    fidelity: dict[str, float]
+    dense_top: list[tuple[str, float]] = field(default_factory=list)  # classifiers only
+    pruned_top: list[tuple[str, float]] = field(default_factory=list)
+    dense_image: Image.Image | None = None  # edge maps only
+    pruned_image: Image.Image | None = None
+    difference_image: Image.Image | None = None
+
+
+def compare_on_image(entry: ModelEntry, dense: nn.Module, pruned: nn.Module, image: Image.Image) -> ImageComparison:
+    """Run both models on `image` and collect what the task's view shows."""
+    inputs = prepare_input(entry, image)
+    dense_output = infer(dense, inputs)
+    pruned_output = infer(pruned, inputs)
+    comparison = ImageComparison(dense_output, pruned_output, output_fidelity(entry, dense_output, pruned_output))
+    if entry.task == TASK_CLASSIFICATION:
+        comparison.dense_top = top_k(entry, dense_output)
+        comparison.pruned_top = top_k(entry, pruned_output)
+    elif entry.task == TASK_EDGES:
+        comparison.dense_image = edge_map_image(dense_output)
+        comparison.pruned_image = edge_map_image(pruned_output)
+        comparison.difference_image = edge_difference_image(dense_output, pruned_output)
+    return comparison

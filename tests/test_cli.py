@@ -1,0 +1,113 @@
+"""The CLI as users run it: `python -m pruning ...` in a subprocess, JSON on stdout."""
+
+import json
+import subprocess
+import sys
+
+import av
+import pytest
+
+from clips import write_clip
+from pruning.cli import main
+from pruning.media import sample_video_path
+
+
+def run_cli(*args, check=True):
+    completed = subprocess.run(
+        [sys.executable, "-m", "pruning", *args], capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert completed.returncode == 0, completed.stderr
+    return completed
+
+
+def test_models_json():
+    rows = json.loads(run_cli("models", "--json").stdout)
+    by_name = {row["name"]: row for row in rows}
+    assert set(by_name) >= {"mobilenet_v2", "hed"}
+    for row in rows:
+        assert set(row) >= {"name", "task", "pretrained", "weights_source"}
+    assert by_name["mobilenet_v2"]["pretrained"] is True
+    assert by_name["hed"]["task"] == "edges"
+
+
+def test_prune_mobilenet_half_json():
+    payload = json.loads(run_cli("prune", "--model", "mobilenet_v2", "--ratio", "0.5", "--json").stdout)
+    assert payload["macs"]["pruned"] < payload["macs"]["dense"] / 2
+    assert payload["params"]["pruned"] < payload["params"]["dense"]
+    assert payload["output_shape"]["dense"] == payload["output_shape"]["pruned"] == [1, 1000]
+    assert payload["latency_ms"]["dense"] > 0 and payload["latency_ms"]["pruned"] > 0
+    assert {"top1_agreement", "top5_overlap", "kl_divergence"} <= set(payload["fidelity"])
+    layers = {layer["name"]: layer for layer in payload["layers"]}
+    assert layers["classifier.1"]["channels_pruned"] == 1000
+    assert layers["features.18.0"]["channels_pruned"] < layers["features.18.0"]["channels_dense"]
+
+
+def test_prune_hed_unstructured_with_image(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "square.png"
+    canvas = Image.new("RGB", (96, 80), (200, 200, 200))
+    canvas.paste((20, 20, 20), (30, 20, 66, 60))
+    canvas.save(image)
+    payload = json.loads(
+        run_cli("prune", "--model", "hed", "--ratio", "0.4", "--mode", "unstructured", "--image", str(image), "--json").stdout
+    )
+    assert payload["params"]["pruned"] == payload["params"]["dense"]
+    assert payload["nonzero_params"]["pruned"] < payload["nonzero_params"]["dense"]
+    assert payload["output_shape"]["pruned"] == [1, 1, 80, 96]
+    assert payload["fidelity"]["images"] == 1
+    assert 0.0 <= payload["fidelity"]["edge_f1"] <= 1.0
+
+
+def test_video_hed_bikes_50_frames(tmp_path):
+    output = tmp_path / "out.mp4"
+    payload = json.loads(
+        run_cli("video", "--model", "hed", "--ratio", "0.3", str(sample_video_path("bikes")), "-o", str(output), "--max-frames", "50", "--json").stdout
+    )
+    assert payload["frames_in"] == 50
+    assert payload["frames_out"] == 50
+    assert payload["output"]["codec"] == "h264"
+    assert payload["fps"]["dense"] > 0 and payload["fps"]["pruned"] > 0
+    with av.open(str(output)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert sum(1 for _ in container.decode(stream)) == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("prune", "--model", "nope", "--ratio", "0.5"), "invalid choice: 'nope'"),
+        (("prune", "--ratio", "1.5"), "invalid ratio '1.5'"),
+        (("prune", "--ratio", "abc"), "invalid ratio 'abc'"),
+        (("prune", "--ratio", "0.5", "--image", "/no/such.png"), "image not found: /no/such.png"),
+        (("prune", "--model", "hed", "--ratio", "0.5", "--criterion", "bn_scale"), "no BatchNorm layers"),
+        (("video", "--ratio", "0.5", "/no/clip.mp4", "-o", "out.mp4"), "video not found"),
+        (("video", "--ratio", "0.5", "--max-frames", "0", "x.mp4", "-o", "out.mp4"), "invalid count '0'"),
+    ],
+)
+def test_bad_input_exits_2_one_line(args, message, capsys):
+    # in-process, to skip a torch import per case; the subprocess case below covers the real entry
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:
+        status = exit_.code
+    stderr = capsys.readouterr().err
+    assert status == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert message in lines[0]
+
+
+def test_video_rejects_non_video_and_bad_output(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    completed = run_cli("video", "--ratio", "0.5", str(text), "-o", str(tmp_path / "out.mp4"), check=False)
+    assert completed.returncode == 2
+    assert len(completed.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in completed.stderr
+    clip = write_clip(tmp_path / "clip.mp4")
+    completed = run_cli("video", "--ratio", "0.5", str(clip), "-o", str(tmp_path / "out.avi"), check=False)
+    assert completed.returncode == 2
+    assert "must be an .mp4 file" in completed.stderr
