@@ -1,0 +1,26 @@
+"""Pruning Explorer dashboard: `streamlit run app.py`.
+
+This file builds the page list and the shared sidebar; each page in pages/ draws one view.
+"""
+
+from pathlib import Path
+
+import pruning  # noqa: F401  (sets the OpenMP wait policy before torch is imported)
+import streamlit as st
+
+from ui.state import sidebar
+
+# Absolute paths keep the pages reachable when this script is run from another entry point (tests).
+PAGES = Path(__file__).resolve().parent / "pages"
+
+st.set_page_config(page_title="Pruning Explorer", page_icon=":material/content_cut:", layout="wide")
+
+pages = [
+    st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page(PAGES / "importance.py", title="Importance", icon=":material/bar_chart:"),
+    st.Page(PAGES / "images.py", title="Images", icon=":material/image:"),
+    st.Page(PAGES / "video.py", title="Video", icon=":material/movie:"),
+]
+navigation = st.navigation(pages)
+sidebar()
+navigation.run()

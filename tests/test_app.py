@@ -1,0 +1,127 @@
+"""The dashboard through Streamlit's AppTest, with the real models and no stubs."""
+
+import io
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from clips import write_clip
+
+ENTRY = "app_entry.py"
+PAGES = ["overview", "importance", "images", "video"]
+TIMEOUT = 300
+
+
+def open_app(**state) -> AppTest:
+    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        app.session_state[key] = value
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def go_to(app: AppTest, page: str) -> AppTest:
+    app.switch_page(f"../pages/{page}.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def metric(app: AppTest, label: str) -> str:
+    for element in app.metric:
+        if element.label == label:
+            return element.value
+    raise AssertionError(f"no metric {label!r} among {[m.label for m in app.metric]}")
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "hed"])
+@pytest.mark.parametrize("page", PAGES)
+def test_page_runs_with_real_model(model, page):
+    app = go_to(open_app(sidebar_model=model), page)
+    assert not app.error, [e.value for e in app.error]
+    for label in ("Parameters", "MACs", "File size", "CPU latency (median)"):
+        assert metric(app, label)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_slider_changes_numbers(page):
+    app = go_to(open_app(), page)
+    before = (metric(app, "Parameters"), metric(app, "MACs"))
+    app.slider(key="sidebar_ratio").set_value(0.7).run()
+    assert not app.exception
+    after = (metric(app, "Parameters"), metric(app, "MACs"))
+    assert after[0] != before[0]
+    assert after[1] != before[1]
+    # fewer parameters at the higher ratio
+    assert float(after[0].split()[0]) < float(before[0].split()[0])
+
+
+def test_ratio_zero_shows_dense_numbers():
+    app = open_app(sidebar_ratio=0.0)
+    parameters = next(m for m in app.metric if m.label == "Parameters")
+    assert parameters.value == "3.50 M"
+    assert "+0.0%" in parameters.proto.delta
+
+
+def test_importance_layer_detail():
+    app = go_to(open_app(sidebar_ratio=0.5), "importance")
+    assert len(app.get("plotly_chart")) == 2
+    layer = app.selectbox(key="importance_layer")
+    layer.set_value(layer.options[3]).run()
+    assert not app.exception
+    assert any("Pruned together with it" in m.value for m in app.markdown)
+
+
+def test_images_upload_png_classifies():
+    app = go_to(open_app(), "images")
+    buffer = io.BytesIO()
+    Image.new("RGBA", (300, 200), (255, 0, 0, 128)).save(buffer, format="PNG")
+    app.file_uploader(key="images_upload").upload("red.png", buffer.getvalue(), "image/png").run()
+    assert not app.exception
+    assert not app.error
+    assert metric(app, "Top-5 overlap").endswith("%")
+
+
+def test_images_upload_garbage_shows_error():
+    app = go_to(open_app(), "images")
+    app.file_uploader(key="images_upload").upload("fake.png", b"definitely not a PNG", "image/png").run()
+    assert not app.exception
+    assert app.error
+    assert "image" in app.error[0].value.lower()
+    # the metrics above the error stay
+    assert metric(app, "Parameters")
+
+
+def test_hed_images_show_fidelity():
+    app = go_to(open_app(sidebar_model="hed", sidebar_ratio=0.3), "images")
+    assert metric(app, "PSNR vs dense").endswith("dB")
+    assert 0.0 <= float(metric(app, "Edge F1 vs dense")) <= 1.0
+
+
+def test_video_run_on_sample(tmp_path):
+    app = go_to(open_app(sidebar_ratio=0.5), "video")
+    app.number_input(key="video_max_frames").set_value(4)
+    app.button(key="video_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.get("video")
+    assert float(metric(app, "Dense fps (model only)")) > 0
+    assert metric(app, "Output").endswith("h264")
+    assert "4 frames" in app.subheader[-1].value
+
+
+def test_video_upload_clip_and_garbage(tmp_path):
+    app = go_to(open_app(), "video")
+    clip = write_clip(tmp_path / "clip.mp4", frames=6).read_bytes()
+    app.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4")
+    app.button(key="video_run").click().run()
+    assert not app.exception
+    assert "clip.mp4: 6 frames" in app.subheader[-1].value
+
+    app.file_uploader(key="video_upload").set_value(("bad.mp4", b"\x00" * 100, "video/mp4"))
+    app.button(key="video_run").click().run()
+    assert not app.exception
+    assert app.error
+    # the earlier result is kept
+    assert "clip.mp4: 6 frames" in app.subheader[-1].value

@@ -1,0 +1,186 @@
+"""End-to-end: the real server in a real Chromium, driven by Playwright.
+
+The browser is Debian's /usr/bin/chromium (Playwright's own download cannot run offline). Without
+it these tests are skipped with a reason, except under CI, where they fail instead.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clips import write_clip
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ROOT / "test-results" / "screenshots"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MODEL_TIMEOUT_MS = 180_000  # first prune, scoring and latency measurement on a slow CPU
+
+
+def _require_browser():
+    if shutil.which(CHROMIUM) is None:
+        reason = f"{CHROMIUM} not found: install Debian's chromium (make browser) to run the browser tests"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    _require_browser()
+    port = _free_port()
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"streamlit did not start on {url}: {process.stdout.read()}")
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(MODEL_TIMEOUT_MS)
+    tab.goto(server)
+    yield tab
+    context.close()
+
+
+def metric_value(page, label: str) -> str:
+    metric = page.locator('[data-testid="stMetric"]', has_text=label).first
+    return metric.locator('[data-testid="stMetricValue"]').inner_text()
+
+
+def wait_until_idle(page):
+    # Streamlit shows a status widget while the script runs; wait for it to go away.
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=MODEL_TIMEOUT_MS)
+
+
+def screenshot(page, name: str):
+    # plotly draws after the script finishes: wait for every chart's SVG before the picture
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"]')]"
+        ".every(chart => chart.querySelector('.main-svg'))"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def open_page(page, title: str):
+    page.get_by_role("link", name=title).first.click()
+    page.get_by_role("heading", level=1).first.wait_for()
+    wait_until_idle(page)
+
+
+def test_overview_slider_changes_numbers(page):
+    page.get_by_text("CPU latency (median)").first.wait_for()
+    wait_until_idle(page)
+    before = metric_value(page, "Parameters")
+    screenshot(page, "overview")
+
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    for _ in range(6):
+        slider.press("ArrowRight")
+    wait_until_idle(page)
+    page.wait_for_function(
+        "before => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')][0].innerText !== before",
+        arg=before,
+    )
+    after = metric_value(page, "Parameters")
+    assert after != before
+    assert float(after.split()[0]) < float(before.split()[0])
+
+
+@pytest.mark.parametrize("title", ["Importance", "Images", "Video"])
+def test_each_page_opens(page, title):
+    open_page(page, title)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert metric_value(page, "MACs").endswith("G")
+    screenshot(page, title.lower())
+
+
+def test_image_upload(page, tmp_path):
+    from PIL import Image
+
+    open_page(page, "Images")
+    image = tmp_path / "upload.jpg"
+    Image.new("RGB", (640, 480), (30, 120, 200)).save(image)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(image))
+    page.get_by_text("upload.jpg").first.wait_for()
+    wait_until_idle(page)
+    assert page.get_by_text("Top-5 overlap").count() > 0
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def test_video_upload_plays(page, tmp_path):
+    open_page(page, "Video")
+    clip = write_clip(tmp_path / "clip.mp4", width=160, height=120, frames=8)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(clip))
+    page.get_by_text("clip.mp4").first.wait_for()
+    page.get_by_role("button", name="Run dense and pruned on the clip").click()
+    video = page.locator("video").first
+    video.wait_for()
+    wait_until_idle(page)
+    # the browser must be able to decode the H.264 output: metadata loads and playback advances
+    page.wait_for_function("() => document.querySelector('video').readyState >= 1")
+    assert page.evaluate("() => document.querySelector('video').videoWidth") > 0
+    page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.querySelector('video').currentTime > 0")
+    assert page.evaluate("() => document.querySelector('video').error") is None
+    screenshot(page, "video-result")

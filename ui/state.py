@@ -1,0 +1,184 @@
+"""Streamlit-side helpers: cached loaders and the shared sidebar.
+
+Cached resources are shared by every browser session, so they are read-only: pruning always works
+on a deep copy inside `pruning.explorer.prune`, and the cached pruned models are only run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from pruning.catalog import ModelEntry, get_model_entry, list_models
+from pruning.explorer import MODES, PruneConfig, PruneResult, analyse_entry, model_stats, prune
+from pruning.media import load_image, load_sample_image
+from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_criterion
+from pruning.metrics import LatencyStats, measure_latency
+from pruning.structured import ALLOCATIONS, MAX_RATIO, Analysis
+from pruning.tasks import ImageComparison, compare_on_image
+from pruning.video import VideoComparison, compare_on_video
+
+CONFIG_KEY = "prune_config"
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def load_base_model(name: str) -> torch.nn.Module:
+    """Build the catalogue model once per process; callers must never modify it."""
+    model = get_model_entry(name).build()
+    model.requires_grad_(False)
+    return model
+
+
+@st.cache_resource(max_entries=8, show_spinner="Scoring every channel…")
+def load_analysis(name: str, criterion: str) -> Analysis:
+    return analyse_entry(get_model_entry(name), load_base_model(name), criterion)
+
+
+@st.cache_resource(max_entries=6, show_spinner="Pruning a copy of the model…")
+def load_pruned(config: PruneConfig) -> PruneResult:
+    """Prune a deep copy of the cached base model; the result is shared and only ever run."""
+    analysis = load_analysis(config.model, config.criterion) if config.mode == "structured" else None
+    return prune(load_base_model(config.model), config, analysis=analysis)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def dense_stats(name: str) -> dict:
+    entry = get_model_entry(name)
+    return asdict(model_stats(load_base_model(name), entry.example_inputs()))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def pruned_stats(config: PruneConfig) -> dict:
+    entry = get_model_entry(config.model)
+    return asdict(model_stats(load_pruned(config).model, entry.example_inputs()))
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring CPU latency…")
+def latency(config: PruneConfig, dense: bool) -> LatencyStats:
+    """Median latency of the dense model (dense=True) or of the pruned model for `config`."""
+    entry = get_model_entry(config.model)
+    model = load_base_model(config.model) if dense else load_pruned(config).model
+    inputs = torch.randn(entry.example_input_shape, generator=torch.Generator().manual_seed(0))
+    return measure_latency(model, inputs)
+
+
+def sidebar() -> PruneConfig:
+    """Draw the shared sidebar and return the configuration it selects."""
+    with st.sidebar:
+        st.header("Pruning setup")
+        name = st.selectbox(
+            "Model",
+            list_models(),
+            format_func=lambda n: get_model_entry(n).label,
+            key="sidebar_model",
+        )
+        entry = get_model_entry(name)
+        st.caption(entry.summary)
+        if not entry.pretrained:
+            st.warning("Weights not installed: this model is untrained (structure and speed only).")
+
+        mode = st.radio(
+            "Mode",
+            MODES,
+            format_func=lambda m: "Remove channels (structured)" if m == "structured" else "Zero weights (masks)",
+            key="sidebar_mode",
+            help="Structured pruning removes whole channels, so the model gets smaller and faster. "
+            "Masks zero single weights: the shapes stay, so a dense kernel runs just as long.",
+        )
+        criteria = applicable_criteria(load_base_model(name))
+        criterion = st.selectbox(
+            "Importance criterion",
+            criteria,
+            index=criteria.index(DEFAULT_CRITERION),
+            format_func=lambda c: get_criterion(c).label,
+            key="sidebar_criterion",
+            disabled=mode != "structured",
+            help="Unstructured masks always rank single weights by magnitude.",
+        )
+        st.caption(get_criterion(criterion).summary)
+        allocation = st.radio(
+            "Allocation",
+            ALLOCATIONS,
+            format_func=lambda a: "Same ratio in every layer" if a == "uniform" else "One ranking across layers",
+            key="sidebar_allocation",
+            horizontal=True,
+        )
+        ratio = st.slider(
+            "Pruning ratio" if mode == "structured" else "Weight sparsity",
+            min_value=0.0,
+            max_value=MAX_RATIO,
+            value=0.3,
+            step=0.05,
+            key="sidebar_ratio",
+            help="Structured: share of output channels removed from each prunable group. "
+            "Removed parameters grow roughly like 1-(1-r)², because each layer also loses input channels.",
+        )
+    config = PruneConfig(model=name, ratio=float(ratio), criterion=criterion, mode=mode, allocation=allocation)
+    st.session_state[CONFIG_KEY] = config
+    return config
+
+
+def current_config() -> PruneConfig:
+    """The sidebar's configuration for this session (app.py draws the sidebar before every page)."""
+    config = st.session_state.get(CONFIG_KEY)
+    if config is None:
+        config = sidebar()
+    return config
+
+
+def current_entry() -> ModelEntry:
+    return get_model_entry(current_config().model)
+
+
+def load_input_image(sample: str | None, upload: bytes | None) -> Image.Image:
+    """The uploaded image if there is one, else the named sample photo; raises MediaError on a bad file."""
+    if upload is not None:
+        return load_image(upload)
+    return load_sample_image(sample)
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the dense and the pruned model…")
+def image_comparison(config: PruneConfig, sample: str | None, upload: bytes | None) -> ImageComparison:
+    entry = get_model_entry(config.model)
+    image = load_input_image(sample, upload)
+    return compare_on_image(entry, load_base_model(config.model), load_pruned(config).model, image)
+
+
+def run_video(
+    config: PruneConfig,
+    source: Path,
+    *,
+    max_frames: int,
+    progress: Callable[[int, int | None], None],
+) -> tuple[VideoComparison, bytes]:
+    """Run dense and pruned models over `source`; return the comparison and the output mp4's bytes.
+
+    The output goes to a temporary file that is removed before returning, so nothing piles up on
+    the server between runs.
+    """
+    entry = get_model_entry(config.model)
+    with tempfile.TemporaryDirectory(prefix="pruning-video-") as folder:
+        output = Path(folder) / "dense_vs_pruned.mp4"
+        comparison = compare_on_video(
+            entry,
+            load_base_model(config.model),
+            load_pruned(config).model,
+            source,
+            output,
+            max_frames=max_frames,
+            progress=progress,
+        )
+        return comparison, output.read_bytes()
+
+
+def save_upload(data: bytes, suffix: str, folder: str) -> Path:
+    """Write an uploaded file into `folder` (a temporary directory the caller removes)."""
+    path = Path(folder) / f"upload{suffix.lower()}"
+    path.write_bytes(data)
+    return path
