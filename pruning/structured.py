@@ -144,6 +144,9 @@ def analyse(
                 scores=scores.detach().float().cpu().numpy(),
             )
         )
+    # torch-pruning yields groups from the output backwards; show them in network order
+    order = {name: index for index, name in enumerate(names.values())}
+    groups.sort(key=lambda group: order[group.name])
     logger.info("scored %d groups with %s", len(groups), criterion)
     return Analysis(criterion=criterion, groups=tuple(groups))
 
