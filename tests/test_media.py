@@ -15,7 +15,17 @@ from PIL import Image
 
 from pruning import media
 
-from clips import CLIP_FPS, CLIP_FRAMES, CLIP_HEIGHT, CLIP_WIDTH, SQUARE, decode_output, write_audio_only, write_clip
+from clips import (
+    CLIP_FPS,
+    CLIP_FRAMES,
+    CLIP_HEIGHT,
+    CLIP_WIDTH,
+    SQUARE,
+    decode_output,
+    write_audio_only,
+    write_clip,
+    write_not_a_video,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -555,3 +565,243 @@ def test_writer_empty_leaves_no_file(tmp_path: Path):
 def test_writer_rejects_unknown_suffix(tmp_path: Path):
     with pytest.raises(ValueError, match=".mp4"):
         media.H264Writer(tmp_path / "out.avi", fps=10, width=16, height=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# frame selection, timing and real-world inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def source_times(path: Path) -> list[float]:
+    _, frames = decode_output(path)
+    return [float(frame.time - frames[0].time) for frame in frames]
+
+
+def test_iter_frames_durations_reach_next_frame(clip: Path):
+    frames = list(media.iter_frames(clip, stride=5))
+
+    assert [frame.index for frame in frames] == [0, 5, 10]
+    # frames 0 and 5 last until the next selected frame, frame 10 until the clip ends (frame 11)
+    assert [frame.duration_s for frame in frames] == pytest.approx([0.5, 0.5, 0.2])
+
+
+def test_iter_frames_max_seconds(clip: Path):
+    frames = list(media.iter_frames(clip, max_seconds=0.45, stride=2))
+
+    assert [frame.index for frame in frames] == [0, 2, 4]
+    assert [frame.time_s for frame in frames] == pytest.approx([0.0, 0.2, 0.4])
+    # the span ends at the first frame at or after 0.45 s, frame 5 at 0.5 s
+    assert frames[-1].duration_s == pytest.approx(0.1)
+
+
+def test_iter_frames_max_side_shrinks(tmp_path: Path):
+    wide = write_clip(tmp_path / "wide.mp4", width=160, height=64)
+    rotated = write_clip(tmp_path / "rotated.mp4", width=160, height=64, rotation=90)
+
+    small = next(media.iter_frames(wide, max_side=40))
+    small_rotated = next(media.iter_frames(rotated, max_side=40))
+    untouched = next(media.iter_frames(wide, max_side=500))
+
+    assert small.image.size == (40, 16)
+    assert small_rotated.image.size == (16, 40)
+    assert untouched.image.size == (160, 64)
+
+
+def test_iter_frames_rejects_bad_limits(clip: Path):
+    with pytest.raises(ValueError, match="max_seconds"):
+        next(media.iter_frames(clip, max_seconds=0))
+    with pytest.raises(ValueError, match="max_seconds"):
+        next(media.iter_frames(clip, max_seconds=float("nan")))
+    with pytest.raises(ValueError, match="max_side"):
+        next(media.iter_frames(clip, max_side=4))
+
+
+def test_transcode_stride_keeps_source_times(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    result = media.transcode(clip, output, identity, stride=5)
+
+    _, frames = decode_output(output)
+    encoded = media.probe_video(output)
+    assert [float(frame.time) for frame in frames] == pytest.approx([0.0, 0.5, 1.0])
+    assert [float(frame.time) for frame in frames] == pytest.approx(source_times(clip)[::5])
+    # the last frame stands for frames 10 and 11, so the output is as long as the input
+    assert result.duration_s == pytest.approx(CLIP_FRAMES / CLIP_FPS)
+    assert encoded.duration_s == pytest.approx(CLIP_FRAMES / CLIP_FPS, abs=1e-3)
+
+
+def test_transcode_variable_frame_rate(tmp_path: Path):
+    times = [0.0, 0.1, 0.35, 0.4, 0.9, 1.0, 1.6]
+    source = write_clip(tmp_path / "vfr.mp4", times=times, fps=10)
+    every_frame = tmp_path / "all.mp4"
+    every_other = tmp_path / "half.mp4"
+
+    media.transcode(source, every_frame, identity)
+    halved = media.transcode(source, every_other, identity, stride=2)
+
+    assert source_times(every_frame) == pytest.approx(times, abs=1e-3)
+    assert source_times(every_other) == pytest.approx(times[::2], abs=1e-3)
+    assert halved.frames_out == 4
+    # the source's last frame lasts one nominal period (0.1 s), so both outputs end at 1.7 s
+    assert media.probe_video(every_frame).duration_s == pytest.approx(1.7, abs=1e-3)
+    assert halved.duration_s == pytest.approx(1.7, abs=1e-3)
+
+
+def test_transcode_max_seconds(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    result = media.transcode(clip, output, identity, max_seconds=0.5)
+
+    _, frames = decode_output(output)
+    assert len(frames) == 5
+    assert result.frames_out == 5
+    assert result.duration_s == pytest.approx(0.5)
+    assert media.probe_video(output).duration_s == pytest.approx(0.5, abs=1e-3)
+
+
+def test_transcode_max_side_shrinks_before_render(tmp_path: Path):
+    source = write_clip(tmp_path / "big.mp4", width=160, height=96)
+    seen: list[tuple[int, int]] = []
+
+    def record(frame: media.VideoFrame) -> Image.Image:
+        seen.append(frame.image.size)
+        return frame.image
+
+    result = media.transcode(source, tmp_path / "out.mp4", record, max_side=80)
+
+    assert set(seen) == {(80, 48)}
+    assert (result.width, result.height) == (80, 48)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_transcode_rotates_exactly_once(tmp_path: Path, rotation: int):
+    source = write_clip(tmp_path / "phone.mp4", rotation=rotation)
+    output = tmp_path / "out.mp4"
+
+    media.transcode(source, output, identity)
+
+    encoded = media.probe_video(output)
+    _, frames = decode_output(output)
+    upright = np.asarray(next(media.iter_frames(source)).image).astype(int)
+    written = np.asarray(frames[0].to_image()).astype(int)
+    # the output carries no display matrix, so players do not turn it a second time
+    assert encoded.rotation == 0
+    assert frames[0].rotation == 0
+    expected_size = (CLIP_HEIGHT, CLIP_WIDTH) if rotation in (90, 270) else (CLIP_WIDTH, CLIP_HEIGHT)
+    assert (encoded.width, encoded.height) == expected_size
+    assert np.abs(written - upright).mean() < 8
+
+
+def test_transcode_odd_rotated_never_empty(tmp_path: Path):
+    source = write_clip(tmp_path / "odd.mp4", width=33, height=17, rotation=90, frames=3)
+    output = tmp_path / "out.mp4"
+
+    result = media.transcode(source, output, identity)
+
+    assert (result.width, result.height) == (18, 34)
+    assert output.stat().st_size > 0
+    assert len(decode_output(output)[1]) == 3
+
+
+def test_transcode_single_frame_clip(tmp_path: Path):
+    source = write_clip(tmp_path / "one.mp4", frames=1)
+    calls: list[tuple[int, int | None]] = []
+
+    result = media.transcode(source, tmp_path / "out.mp4", identity, progress=lambda *args: calls.append(args))
+
+    assert result.frames_out == 1
+    assert result.duration_s == pytest.approx(1 / CLIP_FPS)
+    assert calls == [(1, 1)]
+
+
+def test_transcode_total_from_duration_when_header_lacks_count(tmp_path: Path):
+    source = write_clip(tmp_path / "clip.mkv")
+    totals: set[int | None] = set()
+
+    info = media.probe_video(source)
+    media.transcode(source, tmp_path / "out.mp4", identity, stride=3, progress=lambda done, total: totals.add(total))
+
+    assert info.frame_count is None
+    assert totals == {4}
+
+
+def test_transcode_stop_from_progress_keeps_frames(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def stop_after_four(done: int, total: int | None) -> None:
+        if done == 4:
+            raise media.StopRequested
+
+    result = media.transcode(clip, output, identity, progress=stop_after_four)
+
+    _, frames = decode_output(output)
+    assert result.stopped
+    assert result.frames_out == 4
+    assert len(frames) == 4
+    assert result.duration_s == pytest.approx(0.4)
+    assert media.probe_video(output).duration_s == pytest.approx(0.4, abs=1e-3)
+
+
+def test_transcode_stop_from_render_drops_that_frame(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def stop_on_third(frame: media.VideoFrame) -> Image.Image:
+        if frame.index == 2:
+            raise media.StopRequested
+        return frame.image
+
+    result = media.transcode(clip, output, stop_on_third)
+
+    assert result.stopped
+    assert result.frames_out == 2
+    assert len(decode_output(output)[1]) == 2
+
+
+def test_transcode_stop_before_first_frame(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def stop_at_once(frame: media.VideoFrame) -> Image.Image:
+        raise media.StopRequested
+
+    with pytest.raises(media.StopRequested):
+        media.transcode(clip, output, stop_at_once)
+
+    assert list(tmp_path.iterdir()) == [clip]
+
+
+@pytest.mark.parametrize("kind", ["audio only", "zero bytes", "text"])
+def test_transcode_rejects_unusable_input_before_render(tmp_path: Path, kind: str):
+    path = tmp_path / "input.mp4"
+    if kind == "audio only":
+        write_audio_only(path)
+    elif kind == "zero bytes":
+        path.write_bytes(b"")
+    else:
+        write_not_a_video(path)
+    rendered: list[int] = []
+
+    def count(frame: media.VideoFrame) -> Image.Image:
+        rendered.append(frame.index)
+        return frame.image
+
+    with pytest.raises(media.MediaError):
+        media.transcode(path, tmp_path / "out.mp4", count)
+
+    assert rendered == []
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_writer_explicit_times_kept_and_increasing(tmp_path: Path):
+    output = tmp_path / "out.mp4"
+    black = np.zeros((16, 16, 3), dtype=np.uint8)
+
+    with media.H264Writer(output, fps=10, width=16, height=16) as writer:
+        writer.write(black, time_s=0.0, duration_s=0.25)
+        writer.write(black, time_s=0.25, duration_s=0.5)
+        writer.write(black, time_s=0.25, duration_s=0.5)  # a repeated time moves one clock tick later
+
+    _, frames = decode_output(output)
+    times = [float(frame.time) for frame in frames]
+    assert times[:2] == pytest.approx([0.0, 0.25])
+    assert times[2] > times[1]
+    assert media.probe_video(output).duration_s == pytest.approx(0.75, abs=1e-3)
