@@ -20,6 +20,7 @@ pages = [
     st.Page(PAGES / "importance.py", title="Importance", icon=":material/bar_chart:"),
     st.Page(PAGES / "images.py", title="Images", icon=":material/image:"),
     st.Page(PAGES / "video.py", title="Video", icon=":material/movie:"),
+    st.Page(PAGES / "camera.py", title="Camera", icon=":material/photo_camera:"),
 ]
 navigation = st.navigation(pages)
 sidebar()

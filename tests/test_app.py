@@ -125,3 +125,101 @@ def test_video_upload_clip_and_garbage(tmp_path):
     assert app.error
     # the earlier result is kept
     assert "clip.mp4: 6 frames" in app.subheader[-1].value
+
+
+# ---------------------------------------------------------------------------------------------
+# video options, upload clean-up, frame scrubber and the camera page
+# ---------------------------------------------------------------------------------------------
+
+
+def jpeg_bytes(size=(320, 240), colour=(200, 120, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_video_stride_and_seconds_cap():
+    app = go_to(open_app(sidebar_ratio=0.5), "video")
+    app.number_input(key="video_stride").set_value(5)
+    app.radio(key="video_limit").set_value("seconds")
+    app.run()
+    app.number_input(key="video_max_seconds").set_value(1.0)
+    app.button(key="video_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    # bikes.mp4 is 25 fps: frames 0, 5, 10, 15 and 20 start before 1 s
+    assert "bikes: 5 frames, 1.0 s" in app.subheader[-1].value
+    assert metric(app, "Output frame rate") == "5.00 fps"
+    assert metric(app, "Pipeline overhead").endswith("%")
+
+
+def test_video_upload_temp_file_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    upload_folder = tmp_path / "server-tmp"
+    upload_folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(upload_folder))
+    app = go_to(open_app(), "video")
+    clip = write_clip(tmp_path / "clip.mp4", frames=4).read_bytes()
+    app.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4")
+    app.button(key="video_run").click().run()
+    assert not app.exception
+    assert "clip.mp4: 4 frames" in app.subheader[-1].value
+    assert list(upload_folder.iterdir()) == []
+
+    app.file_uploader(key="video_upload").set_value(("bad.mp4", b"\x00" * 100, "video/mp4"))
+    app.button(key="video_run").click().run()
+    assert app.error
+    assert list(upload_folder.iterdir()) == []
+
+
+def test_video_audio_only_upload_shows_error(tmp_path):
+    from clips import write_audio_only
+
+    app = go_to(open_app(), "video")
+    audio = write_audio_only(tmp_path / "talk.mp4").read_bytes()
+    app.file_uploader(key="video_upload").upload("talk.mp4", audio, "video/mp4")
+    app.button(key="video_run").click().run()
+    assert not app.exception
+    assert app.error
+    assert "no video stream" in app.error[0].value
+    assert not app.get("video")
+
+
+def test_video_scrubber_classifier_labels(tmp_path):
+    app = go_to(open_app(), "video")
+    clip = write_clip(tmp_path / "clip.mp4", frames=5).read_bytes()
+    app.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4")
+    app.button(key="video_run").click().run()
+    app.slider(key="video_frame").set_value(3).run()
+    assert not app.exception, [e.value for e in app.exception]
+    images = app.get("image")
+    assert images
+    assert "dense:" in images[-1].captions[0]
+    assert "0.30 s" in images[-1].captions[0]
+
+
+def test_video_scrubber_hed_wipe(tmp_path):
+    app = go_to(open_app(sidebar_model="hed", sidebar_ratio=0.3), "video")
+    clip = write_clip(tmp_path / "clip.mp4", frames=3).read_bytes()
+    app.file_uploader(key="video_upload").upload("clip.mp4", clip, "video/mp4")
+    app.button(key="video_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.slider(key="video_wipe").set_value(20).run()
+    app.slider(key="video_frame").set_value(2).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "edge F1 of this frame" in app.get("image")[-1].captions[0]
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "hed"])
+def test_camera_snapshot_compares(model):
+    app = go_to(open_app(sidebar_model=model, sidebar_ratio=0.3), "camera")
+    assert any("camera access" in info.value for info in app.info)
+    app.camera_input(key="camera_snapshot").upload("photo.jpg", jpeg_bytes(), "image/jpeg").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error
+    if model == "mobilenet_v2":
+        assert metric(app, "Same top-1 class") in ("yes", "no")
+        assert metric(app, "Top-5 overlap").endswith("%")
+    else:
+        assert 0.0 <= float(metric(app, "Edge F1 vs dense")) <= 1.0

@@ -6,10 +6,10 @@ on a deep copy inside `pruning.explorer.prune`, and the cached pruned models are
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 import torch
@@ -22,7 +22,7 @@ from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_crite
 from pruning.metrics import LatencyStats, measure_latency
 from pruning.structured import ALLOCATIONS, MAX_RATIO, Analysis
 from pruning.tasks import ImageComparison, compare_on_image
-from pruning.video import VideoComparison, compare_on_video
+from pruning.video import JobProgress, VideoJob
 
 CONFIG_KEY = "prune_config"
 
@@ -150,35 +150,67 @@ def image_comparison(config: PruneConfig, sample: str | None, upload: bytes | No
     return compare_on_image(entry, load_base_model(config.model), load_pruned(config).model, image)
 
 
-def run_video(
-    config: PruneConfig,
-    source: Path,
-    *,
-    max_frames: int,
-    progress: Callable[[int, int | None], None],
-) -> tuple[VideoComparison, bytes]:
-    """Run dense and pruned models over `source`; return the comparison and the output mp4's bytes.
+def run_video(config: PruneConfig, source: Path, *, remove_source: bool = False, **options) -> VideoJob:
+    """Start dense and pruned models over `source` in a background job and return it.
 
-    The output goes to a temporary file that is removed before returning, so nothing piles up on
-    the server between runs.
+    `options` are compare_on_video's keywords (stride, max_frames, max_seconds, max_side). The job
+    keeps the output clip's bytes in memory and deletes its temporary files when it ends, and with
+    `remove_source=True` it deletes `source` too. The models are loaded here, on the script thread,
+    because Streamlit's caches need the script's context.
     """
     entry = get_model_entry(config.model)
-    with tempfile.TemporaryDirectory(prefix="pruning-video-") as folder:
-        output = Path(folder) / "dense_vs_pruned.mp4"
-        comparison = compare_on_video(
-            entry,
-            load_base_model(config.model),
-            load_pruned(config).model,
-            source,
-            output,
-            max_frames=max_frames,
-            progress=progress,
+    dense = load_base_model(config.model)
+    pruned = load_pruned(config).model
+    return VideoJob(entry, dense, pruned, source, remove_input=remove_source, **options).start()
+
+
+UPLOAD_PREFIX = "pruning-upload-"
+
+
+def save_upload(data: bytes, suffix: str) -> Path:
+    """Write an uploaded file to a new temporary file and return its path; the caller deletes it."""
+    handle, name = tempfile.mkstemp(prefix=UPLOAD_PREFIX, suffix=suffix.lower())
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    return Path(name)
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def video_progress_text(progress: JobProgress) -> str:
+    """Describe a running video job: frames done, elapsed time and an estimate of the time left."""
+    total = progress.total if progress.total else "?"
+    text = f"Frame {progress.done} of {total} · {_format_seconds(progress.elapsed_s)} elapsed"
+    if progress.remaining_s is not None:
+        text += f" · about {_format_seconds(progress.remaining_s)} left"
+    return text
+
+
+def follow_video_job(job: VideoJob, poll_s: float = 0.25) -> None:
+    """Draw a progress bar and a Stop button for `job` and block until the job ends.
+
+    Any widget change in the browser reruns the page, which ends this call at its next progress
+    update. The job keeps running in its own thread, so the next run finds it in session state and
+    follows it again. The Stop button's callback runs at the start of that next run and asks the
+    job to stop. The job then finishes the clip with the frames done so far.
+    """
+    panel = st.empty()
+    with panel.container():
+        st.button(
+            "Stop and keep the frames done so far",
+            key="video_stop",
+            on_click=job.stop,
+            disabled=job.stop_requested,
+            icon=":material/stop_circle:",
         )
-        return comparison, output.read_bytes()
-
-
-def save_upload(data: bytes, suffix: str, folder: str) -> Path:
-    """Write an uploaded file into `folder` (a temporary directory the caller removes)."""
-    path = Path(folder) / f"upload{suffix.lower()}"
-    path.write_bytes(data)
-    return path
+        bar = st.progress(0.0, text="Decoding the first frame…")
+        while not job.wait(poll_s):
+            progress = job.progress()
+            prefix = "Stopping after this frame · " if job.stop_requested else ""
+            bar.progress(progress.share, text=prefix + video_progress_text(progress))
+    panel.empty()
