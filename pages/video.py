@@ -9,6 +9,7 @@ from ui import state, views
 
 JOB_KEY = "video_job"
 RESULT_KEY = "video_result"
+MESSAGE_KEY = "video_message"  # outcome of the last job to show once after its rerun
 LIMITS = {"frames": "Frames", "seconds": "Seconds", "none": "Whole clip"}
 MAX_SIDES = [None, 640, 480, 320, 224, 160]
 
@@ -78,14 +79,21 @@ if running is not None:
     state.follow_video_job(job)
     del st.session_state[JOB_KEY]
     if job.error is not None:
-        st.error(f"Processing {running['label']} failed: {job.error}")
+        st.session_state[MESSAGE_KEY] = ("error", f"Processing {running['label']} failed: {job.error}")
     elif job.stopped_before_start:
-        st.info("Stopped before the first frame was done, so there is no output.")
+        st.session_state[MESSAGE_KEY] = ("info", "Stopped before the first frame was done, so there is no output.")
     else:
         st.session_state[RESULT_KEY] = {
             "config": running["config"], "label": running["label"], "comparison": job.result, "video": job.video,
         }
         st.session_state.pop("video_frame", None)
+    # rerun so that the Run button, drawn disabled while the job ran, is enabled again
+    st.rerun()
+
+message = st.session_state.pop(MESSAGE_KEY, None)
+if message is not None:
+    kind, text = message
+    (st.error if kind == "error" else st.info)(text)
 
 saved = st.session_state.get(RESULT_KEY)
 if saved is not None:
@@ -96,7 +104,7 @@ if saved is not None:
     stopped = " (stopped early)" if comparison.stopped else ""
     st.subheader(f"{saved['label']}: {comparison.frames_out} frames, {comparison.duration_s:.1f} s{stopped}")
     if comparison.stopped:
-        st.caption(f"The run was stopped; the clip holds the {comparison.frames_out} frames done by then.")
+        st.caption(f"The run was stopped, so the clip contains the {comparison.frames_out} frames done by then.")
     st.video(saved["video"], format="video/mp4")
     st.download_button("Download the side-by-side mp4", saved["video"], file_name="dense_vs_pruned.mp4", mime="video/mp4", key="video_download")
 

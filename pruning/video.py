@@ -8,6 +8,7 @@ done so far. `read_frame` and `wipe_image` serve the frame scrubber.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -22,16 +23,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from .catalog import TASK_CLASSIFICATION, ModelEntry
 from .media import MediaError, StopRequested, VideoFrame, transcode
 from .tasks import (
+    edge_map_image,
     infer,
     output_fidelity,
     prepare_input,
-    render_output,
     side_by_side,
     top_k,
 )
@@ -162,8 +163,13 @@ def compare_on_video(
             result.pruned_labels.append(_top1_label(entry, pruned_output))
 
         shown = display_size(frame.image)
-        left = render_output(entry, shown, dense_output, f"dense  {result.dense_fps:.1f} fps")
-        right = render_output(entry, shown, pruned_output, f"pruned  {result.pruned_fps:.1f} fps")
+        dense_lines = [f"dense  {result.dense_fps:.1f} fps"]
+        pruned_lines = [f"pruned  {result.pruned_fps:.1f} fps"]
+        if is_classifier:
+            dense_lines.append(result.dense_labels[-1])
+            pruned_lines.append(result.pruned_labels[-1])
+        left = _render_panel(entry, shown, dense_output, dense_lines)
+        right = _render_panel(entry, shown, pruned_output, pruned_lines)
         result.panel_width = left.width
         composite = side_by_side(left, right, gap=PANEL_GAP)
         result.preprocess_s += before_dense - started
@@ -202,6 +208,31 @@ def compare_on_video(
     result.decode_s = transcoded.decode_s
     result.encode_s = transcoded.encode_s
     return result
+
+
+def _render_panel(entry: ModelEntry, image: Image.Image, output, lines: list[str]) -> Image.Image:
+    """Draw one half of the output: the frame for classifiers or the edge map for HED, captioned with `lines`."""
+    if entry.task == TASK_CLASSIFICATION:
+        panel = image.convert("RGB").copy()
+    else:
+        panel = edge_map_image(output).convert("RGB").resize(image.size, Image.Resampling.BILINEAR)
+
+    # The player shrinks the side-by-side frame to the page width (often 700 to 1100 pixels), so
+    # the text grows with the frame: about 14 pixels on screen for a 2 × width frame shown 700 wide.
+    font = _caption_font(max(14, 2 * panel.width // 50))
+    draw = ImageDraw.Draw(panel)
+    y = 4
+    for line in lines:
+        box = draw.textbbox((6, y), line, font=font)
+        draw.rectangle((box[0] - 4, box[1] - 2, box[2] + 4, box[3] + 2), fill=(0, 0, 0))
+        draw.text((6, y), line, fill=(255, 255, 255), font=font)
+        y = box[3] + 6
+    return panel
+
+
+@functools.lru_cache(maxsize=8)
+def _caption_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
 
 
 def _top1_label(entry: ModelEntry, logits) -> str:

@@ -184,3 +184,59 @@ def test_video_upload_plays(page, tmp_path):
     page.wait_for_function("() => document.querySelector('video').currentTime > 0")
     assert page.evaluate("() => document.querySelector('video').error") is None
     screenshot(page, "video-result")
+
+
+def test_video_stop_keeps_partial_clip(page):
+    import re
+
+    page.get_by_text("Pruning setup").first.wait_for()
+    open_page(page, "Video")
+    page.get_by_text("Whole clip").first.click()
+    wait_until_idle(page)
+    page.get_by_role("button", name="Run dense and pruned on the clip").click()
+    # wait until a few of bikes.mp4's 250 frames are done, then stop
+    page.get_by_text(re.compile(r"Frame ([3-9]|\d\d+) of 250")).first.wait_for()
+    assert page.get_by_text(re.compile(r"left")).count() > 0
+    page.get_by_role("button", name=re.compile("Stop and keep")).click()
+    heading = page.get_by_text(re.compile(r"bikes: \d+ frames, .*\(stopped early\)")).first
+    heading.wait_for()
+    frames = int(re.search(r"bikes: (\d+) frames", heading.inner_text()).group(1))
+    assert 3 <= frames < 250
+    page.locator("video").first.wait_for()
+    page.wait_for_function("() => document.querySelector('video').readyState >= 1")
+    assert page.evaluate("() => document.querySelector('video').videoWidth") > 0
+    assert page.evaluate("() => document.querySelector('video').error") is None
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.get_by_role("button", name="Run dense and pruned on the clip").is_enabled()
+    screenshot(page, "video-stopped")
+
+
+@pytest.fixture(scope="module")
+def camera_browser(browser):
+    # Chromium's fake capture device stands in for a webcam and grants access without a prompt.
+    # Playwright allows one sync driver per thread, so the second Chromium comes from the first's.
+    flags = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    instance = browser.browser_type.launch(executable_path=CHROMIUM, args=flags)
+    yield instance
+    instance.close()
+
+
+def test_camera_snapshot_runs_both_models(camera_browser, server):
+    context = camera_browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
+    tab = context.new_page()
+    tab.set_default_timeout(MODEL_TIMEOUT_MS)
+    try:
+        tab.goto(server)
+        # the page list exists once app.py has run; clicking earlier can open the page without it
+        tab.get_by_text("Pruning setup").first.wait_for()
+        open_page(tab, "Camera")
+        # Take Photo only captures once the fake camera's stream is playing
+        tab.wait_for_function("() => { const v = document.querySelector('video'); return v && v.readyState >= 2; }")
+        tab.get_by_role("button", name="Take Photo").click()
+        tab.get_by_text("Top-5 overlap").first.wait_for()
+        wait_until_idle(tab)
+        assert metric_value(tab, "Top-5 overlap").endswith("%")
+        assert tab.locator('[data-testid="stException"]').count() == 0
+        screenshot(tab, "camera")
+    finally:
+        context.close()
