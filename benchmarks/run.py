@@ -1,7 +1,7 @@
 """Run the whole benchmark suite and print its results as markdown tables (`make bench`).
 
-Takes about 5-10 minutes on 2 cores. Timings on a shared machine vary with its load, which is
-printed with the machine record; compare rows of one run rather than numbers of different runs.
+Takes about 5-10 minutes on 2 cores. Timings on a shared machine vary with its load, so the load
+average is printed with the machine record. Compare rows of one run, not numbers of different runs.
 """
 
 from __future__ import annotations

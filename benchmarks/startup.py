@@ -39,7 +39,7 @@ def _wait_healthy(port: int, deadline: float) -> None:
                     return
         except OSError:
             time.sleep(0.1)
-    raise TimeoutError(f"streamlit did not answer {url} in time")
+    raise TimeoutError(f"streamlit did not respond on {url} within 120 s: check that port {port} is free")
 
 
 def _tree_rss_mb(root_pid: int) -> dict[str, float]:
