@@ -213,7 +213,7 @@ def test_video_stop_keeps_partial_clip(page):
 
 @pytest.fixture(scope="module")
 def camera_browser(browser):
-    # Chromium's fake capture device stands in for a webcam and grants access without a prompt.
+    # Chromium's fake capture device replaces a webcam and grants access without a prompt.
     # Playwright allows one sync driver per thread, so the second Chromium comes from the first's.
     flags = [*CHROMIUM_FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
     instance = browser.browser_type.launch(executable_path=CHROMIUM, args=flags)

@@ -196,8 +196,8 @@ def follow_video_job(job: VideoJob, poll_s: float = 0.25) -> None:
 
     Any widget change in the browser reruns the page, which ends this call at its next progress
     update. The job keeps running in its own thread, so the next run finds it in session state and
-    follows it again. The Stop button's callback runs at the start of that next run and asks the
-    job to stop. The job then finishes the clip with the frames done so far.
+    follows it again. The Stop button's callback runs at the start of that next run and calls
+    `job.stop()`, so the job finishes the clip with the frames done so far.
     """
     panel = st.empty()
     with panel.container():
