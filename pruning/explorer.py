@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .calibration import calibration_images, to_batch
 from .catalog import ModelEntry, get_model_entry
 from .importance import DEFAULT_CRITERION, get_criterion
 from .metrics import count_macs, count_parameters, serialized_size_bytes
-from .structured import ALLOCATIONS, Analysis, PruningPlan, analyse, apply_plan, check_ratio, layer_channels, make_plan
+from .structured import ALLOCATIONS, MAX_GROUP_RATIO, ROUNDINGS, Analysis, PruningPlan, analyse, apply_plan, check_ratio, layer_channels, make_plan
+from .tasks import distillation_loss
 from .unstructured import apply_masks, count_nonzero_parameters, weight_sparsity
 
 MODES = ("structured", "unstructured")
@@ -25,6 +27,9 @@ class PruneConfig:
     criterion: str = DEFAULT_CRITERION
     mode: str = "structured"
     allocation: str = "uniform"  # structured: uniform or global; unstructured: layer scope for uniform
+    round_to: int = 1  # structured: kept channels per group rounded up to a multiple of this
+    overrides: tuple[tuple[str, float], ...] = ()  # structured: (group root layer, ratio) pairs
+    max_layer_ratio: float = MAX_GROUP_RATIO  # structured: no group loses more than this share
 
     def validate(self) -> PruneConfig:
         """Check every field, raising ValueError or KeyError that names the bad value and the choices."""
@@ -35,6 +40,8 @@ class PruneConfig:
             raise ValueError(f"invalid mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"invalid allocation {self.allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+        if self.round_to not in ROUNDINGS:
+            raise ValueError(f"invalid channel rounding {self.round_to!r}: choose one of {', '.join(map(str, ROUNDINGS))}")
         return self
 
 
@@ -66,6 +73,7 @@ class LayerReport:
     channels_pruned: int
     weights: int  # weight elements in the pruned layer
     sparsity: float  # share of zero weights in the pruned layer
+    output_head: bool = False  # never pruned, so left out of the totals below
 
 
 @dataclass
@@ -79,21 +87,40 @@ class PruneResult:
 
     @property
     def channel_reduction(self) -> float:
-        """Share of conv and linear output channels removed, measured on the pruned model."""
-        dense = sum(layer.channels_dense for layer in self.layers)
-        pruned = sum(layer.channels_pruned for layer in self.layers)
+        """Share of output channels removed from prunable conv and linear layers, measured on the pruned model."""
+        layers = [layer for layer in self.layers if not layer.output_head]
+        dense = sum(layer.channels_dense for layer in layers)
+        pruned = sum(layer.channels_pruned for layer in layers)
         return 1.0 - pruned / dense if dense else 0.0
 
     @property
     def weight_sparsity(self) -> float:
-        """Share of all conv and linear weights that are zero in the pruned model."""
-        total = sum(layer.weights for layer in self.layers)
-        zeros = sum(layer.sparsity * layer.weights for layer in self.layers)
+        """Share of the weights of prunable conv and linear layers that are zero in the pruned model."""
+        layers = [layer for layer in self.layers if not layer.output_head]
+        total = sum(layer.weights for layer in layers)
+        zeros = sum(layer.sparsity * layer.weights for layer in layers)
         return zeros / total if total else 0.0
 
 
+# Calibration images used for gradients: enough to average out single photos, small enough
+# for one forward and backward pass on a CPU in a few seconds.
+GRADIENT_IMAGES = 16
+
+
 def analyse_entry(entry: ModelEntry, base_model: nn.Module, criterion: str) -> Analysis:
-    return analyse(base_model, entry.example_inputs(), criterion=criterion, output_heads=entry.output_heads)
+    """Score every prunable group of a catalogue model, with calibration images if the criterion needs them."""
+    backward = None
+    if get_criterion(criterion).needs_gradients:
+        inputs = to_batch(entry, calibration_images()[:GRADIENT_IMAGES])
+        with torch.inference_mode():
+            teacher = base_model(inputs)
+
+        def backward(student: nn.Module) -> None:
+            distillation_loss(entry, student(inputs), teacher.clone()).backward()
+
+    return analyse(
+        base_model, entry.example_inputs(), criterion=criterion, output_heads=entry.output_heads, backward=backward
+    )
 
 
 def prune(
@@ -102,7 +129,7 @@ def prune(
     *,
     analysis: Analysis | None = None,
 ) -> PruneResult:
-    """Prune a deep copy of `base_model` as `config` says; `base_model` itself is never modified.
+    """Prune a deep copy of `base_model` as `config` specifies; `base_model` itself is never modified.
 
     Pass a cached `analysis` (same model and criterion) to skip re-scoring in structured mode.
     """
@@ -115,7 +142,14 @@ def prune(
             analysis = analyse_entry(entry, base_model, config.criterion)
         elif analysis.criterion != config.criterion:
             raise ValueError(f"analysis was scored with {analysis.criterion!r}, config asks for {config.criterion!r}")
-        plan = make_plan(analysis, config.ratio, allocation=config.allocation)
+        plan = make_plan(
+            analysis,
+            config.ratio,
+            allocation=config.allocation,
+            round_to=config.round_to,
+            overrides=dict(config.overrides),
+            max_layer_ratio=config.max_layer_ratio,
+        )
         model = apply_plan(base_model, plan, entry.example_inputs())
     else:
         scope = "global" if config.allocation == "global" else "layer"
@@ -133,6 +167,7 @@ def prune(
             channels_pruned=pruned_channels[name],
             weights=modules[name].weight.numel(),
             sparsity=sparsity[name],
+            output_head=name in entry.output_heads,
         )
         for name in dense_channels
     ]

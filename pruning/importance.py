@@ -2,7 +2,7 @@
 
 A criterion follows torch-pruning's contract: a callable takes a dependency group and returns one
 score per channel of the group's root layer (higher means more important), or None when the group
-holds no layer it can score. Scores are raw: normalising across layers is the allocation's job.
+contains no layer it can score. Scores are raw: normalising across layers is the allocation's job.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Criterion:
     factory: Callable[[], ImportanceFn]  # builds a fresh scorer, so no state leaks between runs
     applies_to: Callable[[nn.Module], bool] = lambda model: True  # whether it can score a model
     requirement: str = ""  # what a model needs for this criterion, shown when it does not apply
+    needs_gradients: bool = False  # scores read parameter gradients from calibration images
 
     def check_applies(self, model: nn.Module) -> None:
         """Raise ValueError when this criterion cannot score `model`."""
@@ -120,6 +121,18 @@ register_criterion(
         factory=lambda: tp.importance.BNScaleImportance(normalizer=None),
         applies_to=_has_batchnorm,
         requirement="it reads BatchNorm scales, and the model has no BatchNorm layers; choose another criterion",
+    )
+)
+register_criterion(
+    Criterion(
+        name="taylor",
+        label="First-order Taylor (label-free)",
+        summary="Estimated loss change if the channel were removed: weight times gradient of a loss against "
+        "the dense model's own predictions on calibration images.",
+        reference="Molchanov et al., Importance Estimation for Neural Network Pruning, CVPR 2019, "
+        "https://arxiv.org/abs/1906.10771",
+        factory=lambda: tp.importance.GroupTaylorImportance(normalizer=None),
+        needs_gradients=True,
     )
 )
 register_criterion(

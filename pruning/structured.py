@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,11 +62,12 @@ class Analysis:
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Which channels of which group go; indices refer to the root layer's output channels."""
+    """Channels to remove from each group, as indices of the root layer's output channels."""
 
     ratio: float  # requested channel ratio
     allocation: str
     remove: dict[str, tuple[int, ...]]  # group root name -> sorted channel indices to remove
+    round_to: int = 1  # kept channels are a multiple of this, or all of a group
 
     def removed_count(self, name: str) -> int:
         return len(self.remove.get(name, ()))
@@ -120,12 +122,23 @@ def analyse(
     *,
     criterion: str,
     output_heads: tuple[str, ...] = (),
+    backward: Callable[[nn.Module], None] | None = None,
 ) -> Analysis:
-    """Score every prunable group of `model` with `criterion`; the model itself is not touched."""
+    """Score every prunable group of `model` with `criterion`; the model itself is not touched.
+
+    Criteria that read gradients need `backward`: it runs a loss on calibration images through
+    the copy it is given and calls backward() on it.
+    """
     criterion_record = get_criterion(criterion)
     criterion_record.check_applies(model)
+    if criterion_record.needs_gradients and backward is None:
+        raise ValueError(f"criterion {criterion!r} needs calibration images to compute gradients")
     work = copy.deepcopy(model).eval()  # tracing registers hooks, so keep them off the shared model
     DG = _build_graph(work, example_inputs)
+    if criterion_record.needs_gradients:
+        with torch.enable_grad():
+            work.zero_grad(set_to_none=True)
+            backward(work)
     names = {module: name for name, module in work.named_modules()}
     scorer = criterion_record.factory()
 
@@ -157,51 +170,93 @@ def _lowest(scores: np.ndarray, count: int) -> tuple[int, ...]:
     return tuple(sorted(int(i) for i in order[:count]))
 
 
-def _group_cap(channels: int) -> int:
-    # At most MAX_GROUP_RATIO of a group goes, and at least one channel always stays.
-    return min(channels - 1, int(math.floor(channels * MAX_GROUP_RATIO + 1e-9)))
+ROUNDINGS = (1, 4, 8, 16)
 
 
-def make_plan(analysis: Analysis, ratio: float, *, allocation: str = "uniform") -> PruningPlan:
+def _group_cap(channels: int, max_layer_ratio: float = MAX_GROUP_RATIO) -> int:
+    # At most max_layer_ratio of a group goes, and at least one channel always stays.
+    return max(0, min(channels - 1, int(math.floor(channels * max_layer_ratio + 1e-9))))
+
+
+def _round_kept(channels: int, count: int, round_to: int) -> int:
+    """Lower `count` so the channels kept are a multiple of `round_to` (or all of them).
+
+    Example: 24 channels, 10 to remove, round_to=8 -> 14 kept rounds up to 16, so 8 are removed.
+    """
+    kept = channels - count
+    rounded = min(channels, -(-kept // round_to) * round_to)
+    return channels - rounded
+
+
+def make_plan(
+    analysis: Analysis,
+    ratio: float,
+    *,
+    allocation: str = "uniform",
+    round_to: int = 1,
+    overrides: Mapping[str, float] | None = None,
+    max_layer_ratio: float = MAX_GROUP_RATIO,
+) -> PruningPlan:
     """Choose the channels to remove at channel ratio `ratio`.
 
     uniform: every group loses floor(ratio * channels) of its lowest-scoring channels.
     global: scores are divided by their group's mean, so layers compare on one scale, and the
-    lowest `ratio` of all channels go, with each group capped at MAX_GROUP_RATIO.
+    lowest `ratio` of all channels go.
+    `overrides` sets the ratio of single groups (by root layer name), outside the global ranking.
+    Each group loses at most `max_layer_ratio` of its channels, and the channels it keeps are
+    rounded up to a multiple of `round_to`, because kernels run faster on aligned widths.
     """
     ratio = check_ratio(ratio)
     if allocation not in ALLOCATIONS:
         raise ValueError(f"invalid allocation {allocation!r}: choose one of {', '.join(ALLOCATIONS)}")
+    if round_to not in ROUNDINGS:
+        raise ValueError(f"invalid channel rounding {round_to!r}: choose one of {', '.join(map(str, ROUNDINGS))}")
+    if not 0.0 <= max_layer_ratio <= MAX_GROUP_RATIO:
+        raise ValueError(f"invalid per-layer maximum {max_layer_ratio!r}: use a number from 0 to {MAX_GROUP_RATIO}")
+    overrides = dict(overrides or {})
+    known = {group.name for group in analysis.groups}
+    for name, value in overrides.items():
+        if name not in known:
+            raise ValueError(f"override for unknown layer {name!r}: use a dependency group root layer")
+        check_ratio(value)
+
+    free = [group for group in analysis.groups if group.name not in overrides]
+    if allocation == "uniform":
+        counts = {group.name: int(math.floor(group.channels * ratio + 1e-9)) for group in free}
+    else:
+        counts = _global_counts(free, ratio, max_layer_ratio)
+    for group in analysis.groups:
+        if group.name in overrides:
+            counts[group.name] = int(math.floor(group.channels * overrides[group.name] + 1e-9))
 
     remove: dict[str, tuple[int, ...]] = {}
-    if allocation == "uniform":
-        for group in analysis.groups:
-            count = min(int(math.floor(group.channels * ratio + 1e-9)), _group_cap(group.channels))
-            remove[group.name] = _lowest(group.scores, count)
-    else:
-        remove = _global_plan(analysis, ratio)
-    return PruningPlan(ratio=ratio, allocation=allocation, remove=remove)
+    for group in analysis.groups:
+        count = min(counts[group.name], _group_cap(group.channels, max_layer_ratio))
+        count = _round_kept(group.channels, count, round_to)
+        remove[group.name] = _lowest(group.scores, count)
+    return PruningPlan(ratio=ratio, allocation=allocation, remove=remove, round_to=round_to)
 
 
-def _global_plan(analysis: Analysis, ratio: float) -> dict[str, tuple[int, ...]]:
+def _global_counts(groups: list[GroupScores], ratio: float, max_layer_ratio: float) -> dict[str, int]:
     # One ranking over all channels of all groups, on scores normalised by each group's mean.
+    # Normalising keeps the order inside a group, so each group loses its lowest raw scores.
     entries = []  # (normalised score, group index, channel)
-    for g, group in enumerate(analysis.groups):
+    for g, group in enumerate(groups):
         mean = float(np.mean(group.scores))
         normalised = group.scores / mean if mean > 0 else np.zeros_like(group.scores)
         entries.extend((float(s), g, c) for c, s in enumerate(normalised))
-    entries.sort(key=lambda entry: (entry[0], entry[1], entry[2]))
+    entries.sort()
 
-    total = sum(group.channels for group in analysis.groups)
+    total = sum(group.channels for group in groups)
     budget = int(math.floor(total * ratio + 1e-9))
-    chosen: list[list[int]] = [[] for _ in analysis.groups]
-    for _, g, c in entries:
+    counts = [0] * len(groups)
+    for _, g, _ in entries:
         if budget == 0:
             break
-        if len(chosen[g]) < _group_cap(analysis.groups[g].channels):
-            chosen[g].append(c)
+        if counts[g] < _group_cap(groups[g].channels, max_layer_ratio):
+            counts[g] += 1
             budget -= 1
-    return {group.name: tuple(sorted(chosen[g])) for g, group in enumerate(analysis.groups)}
+    return {group.name: counts[g] for g, group in enumerate(groups)}
 
 
 def apply_plan(base_model: nn.Module, plan: PruningPlan, example_inputs: torch.Tensor) -> nn.Module:

@@ -130,3 +130,22 @@ def compare_on_image(entry: ModelEntry, dense: nn.Module, pruned: nn.Module, ima
         comparison.pruned_image = edge_map_image(pruned_output)
         comparison.difference_image = edge_difference_image(dense_output, pruned_output)
     return comparison
+
+
+def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
+    """Label-free loss of a student against the dense teacher's own predictions.
+
+    Hard targets (the teacher's top-1 class, or its edges thresholded at 0.5) keep the gradient
+    non-zero even while the student still equals the teacher, where a soft KL gradient is zero.
+    """
+    if entry.task == TASK_CLASSIFICATION:
+        return torch.nn.functional.cross_entropy(student_output, teacher_output.argmax(1))
+    if entry.task == TASK_EDGES:
+        target = (teacher_output >= 0.5).float()
+        return torch.nn.functional.binary_cross_entropy(student_output.clamp(1e-6, 1 - 1e-6), target)
+    raise ValueError(f"no distillation loss for task {entry.task!r}")
+
+
+def primary_fidelity(entry: ModelEntry, fidelity: dict[str, float]) -> float:
+    """The one fidelity number in [0, 1] that charts and budgets use: top-1 agreement or edge F1."""
+    return fidelity["top1_agreement"] if entry.task == TASK_CLASSIFICATION else fidelity["edge_f1"]

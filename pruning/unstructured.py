@@ -1,7 +1,7 @@
 """Unstructured magnitude pruning through `torch.nn.utils.prune`: weights become zeros, shapes stay.
 
 Masks are made permanent before a model leaves this module, so copies carry plain weights: a
-model with live masks holds forward pre-hooks and duplicate tensors that do not deep-copy,
+model with live masks carries forward pre-hooks and duplicate tensors that do not deep-copy,
 pickle or export cleanly.
 """
 

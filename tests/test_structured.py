@@ -166,3 +166,39 @@ def test_bn_scale_rejected_without_batchnorm(hed, mobilenet):
     assert "bn_scale" in applicable_criteria(mobilenet)
     with pytest.raises(ValueError, match="no BatchNorm layers"):
         prune(hed, PruneConfig("hed", 0.3, criterion="bn_scale"))
+
+
+@pytest.mark.parametrize("round_to", [4, 8, 16])
+def test_rounding_keeps_aligned_widths(mobilenet, mobilenet_l1, round_to):
+    plan = make_plan(mobilenet_l1, 0.45, round_to=round_to)
+    for group in mobilenet_l1.groups:
+        kept = group.channels - plan.removed_count(group.name)
+        assert kept % round_to == 0 or kept == group.channels
+    result = prune(mobilenet, PruneConfig("mobilenet_v2", 0.45, round_to=round_to), analysis=mobilenet_l1)
+    convs = [layer for layer in result.layers if layer.channels_pruned != layer.channels_dense]
+    assert convs
+    assert all(layer.channels_pruned % round_to == 0 for layer in convs)
+
+
+def test_rounding_worked_example():
+    from pruning.structured import _round_kept
+
+    # 24 channels, 10 to remove: 14 kept rounds up to 16, so 8 go
+    assert _round_kept(24, 10, 8) == 8
+    assert _round_kept(24, 10, 1) == 10
+    # a group narrower than the rounding keeps everything
+    assert _round_kept(3, 2, 4) == 0
+
+
+def test_overrides_and_layer_maximum(mobilenet_l1):
+    first, second = mobilenet_l1.groups[0], mobilenet_l1.groups[1]
+    plan = make_plan(mobilenet_l1, 0.5, overrides={first.name: 0.0, second.name: 0.75})
+    assert plan.removed_count(first.name) == 0
+    assert plan.removed_count(second.name) == math.floor(second.channels * 0.75)
+    capped = make_plan(mobilenet_l1, 0.9, max_layer_ratio=0.25)
+    for group in mobilenet_l1.groups:
+        assert capped.removed_count(group.name) <= math.floor(group.channels * 0.25)
+    with pytest.raises(ValueError, match="unknown layer"):
+        make_plan(mobilenet_l1, 0.5, overrides={"features.99": 0.5})
+    with pytest.raises(ValueError, match="invalid channel rounding"):
+        make_plan(mobilenet_l1, 0.5, round_to=3)

@@ -1,0 +1,70 @@
+"""Calibration and held-out image sets built from the shipped photos and video clips.
+
+Data-driven criteria (Taylor), sensitivity scans and recovery learn from the calibration set;
+fidelity is reported on the held-out set, which shares no frame or photo with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import random
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+from .catalog import ModelEntry
+from .media import iter_frames, load_image, load_sample_image, sample_video_path
+
+# Photos bundled in scikit-image that do not download on demand; greyscale ones become RGB.
+_EXTRA_PHOTOS = ("camera.png", "coins.png", "hubble_deep_field.jpg", "retina.jpg", "motorcycle_right.png")
+
+CALIBRATION_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+HOLDOUT_PHOTOS = ("motorcycle", "china", "flower")
+
+
+def _skimage_photo(filename: str) -> Image.Image:
+    spec = importlib.util.find_spec("skimage")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return load_image(folder / filename)
+
+
+@functools.lru_cache(maxsize=4)
+def calibration_images(frames: int = 32) -> tuple[Image.Image, ...]:
+    """Shipped photos plus `frames` frames spread over the street clip (bikes.mp4)."""
+    images = [load_sample_image(name) for name in CALIBRATION_PHOTOS]
+    stride = max(1, 250 // max(frames, 1))
+    images += [frame.image for frame in iter_frames(sample_video_path("bikes"), max_frames=frames, stride=stride)]
+    return tuple(images)
+
+
+@functools.lru_cache(maxsize=4)
+def holdout_images(frames: int = 48) -> tuple[Image.Image, ...]:
+    """Photos and animated-film frames that the calibration set does not contain."""
+    images = [load_sample_image(name) for name in HOLDOUT_PHOTOS]
+    images += [_skimage_photo(filename) for filename in _EXTRA_PHOTOS]
+    images += [frame.image for frame in iter_frames(sample_video_path("bigbuckbunny"), max_frames=frames, stride=2)]
+    return tuple(images)
+
+
+def to_batch(entry: ModelEntry, images: tuple[Image.Image, ...] | list[Image.Image]) -> torch.Tensor:
+    """Stack images into one input batch at the entry's example size (N, 3, H, W)."""
+    height, width = entry.example_input_shape[-2:]
+    tensors = []
+    for image in images:
+        if entry.max_input_side is not None:
+            # models that keep the input size (edges) get a centre crop at the example size
+            image = ImageOps.fit(image.convert("RGB"), (width, height))
+        tensors.append(entry.preprocess(image))
+    return torch.cat(tensors)
+
+
+def augmented_batch(entry: ModelEntry, images, count: int, *, seed: int = 0) -> torch.Tensor:
+    """`count` random crops and flips of `images`, preprocessed for `entry` (N, 3, H, W)."""
+    height, width = entry.example_input_shape[-2:]
+    augment = v2.Compose([v2.RandomResizedCrop((height, width), scale=(0.3, 1.0), antialias=True), v2.RandomHorizontalFlip()])
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    return torch.cat([entry.preprocess(augment(rng.choice(images))) for _ in range(count)])
