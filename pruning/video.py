@@ -421,8 +421,9 @@ def wipe_image(dense: Image.Image, pruned: Image.Image, position: float) -> Imag
 
     draw = ImageDraw.Draw(out)
     draw.line([(split, 0), (split, out.height)], fill=(255, 200, 0), width=2)
+    font = _caption_font(max(12, out.width // 30))
     for text, anchor, x in (("dense", "ld", 6), ("pruned", "rd", out.width - 6)):
-        box = draw.textbbox((x, out.height - 6), text, anchor=anchor)
+        box = draw.textbbox((x, out.height - 6), text, font=font, anchor=anchor)
         draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
-        draw.text((x, out.height - 6), text, fill=(255, 200, 0), anchor=anchor)
+        draw.text((x, out.height - 6), text, fill=(255, 200, 0), font=font, anchor=anchor)
     return out
