@@ -5,9 +5,9 @@ This file builds the page list and the shared sidebar; each page in pages/ draws
 
 from pathlib import Path
 
-import pruning  # noqa: F401  (sets the OpenMP wait policy before torch is imported)
 import streamlit as st
 
+import pruning  # noqa: F401  (sets the OpenMP wait policy before torch is imported)
 from ui.state import sidebar
 
 # Absolute paths keep the pages reachable when this script is run from another entry point (tests).
@@ -21,6 +21,8 @@ pages = [
     st.Page(PAGES / "images.py", title="Images", icon=":material/image:"),
     st.Page(PAGES / "video.py", title="Video", icon=":material/movie:"),
     st.Page(PAGES / "camera.py", title="Camera", icon=":material/photo_camera:"),
+    st.Page(PAGES / "sensitivity.py", title="Sensitivity and sweeps", icon=":material/ssid_chart:"),
+    st.Page(PAGES / "recovery.py", title="Recovery", icon=":material/healing:"),
 ]
 navigation = st.navigation(pages)
 sidebar()

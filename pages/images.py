@@ -18,10 +18,13 @@ upload = right.file_uploader(
     key="images_upload",
 )
 upload_bytes = upload.getvalue() if upload is not None else None
+upload_name = upload.name if upload is not None else "upload"
+if upload is not None:
+    left.caption(f"Using the upload {upload.name}; remove it to use a sample photo.")
 
 try:
-    image = state.load_input_image(sample, upload_bytes)
-    comparison = state.image_comparison(config, sample, upload_bytes)
+    image = state.load_input_image(sample, upload_bytes, upload_name)
+    comparison = state.image_comparison(config, sample, upload_bytes, upload_name)
 except MediaError as error:
     st.error(str(error))
     st.stop()
@@ -35,10 +38,12 @@ if entry.task == TASK_CLASSIFICATION:
     columns[0].metric("Same top-1 class", "yes" if fidelity["top1_agreement"] == 1.0 else "no")
     columns[1].metric("Top-5 overlap", f"{fidelity['top5_overlap']:.0%}")
     columns[2].metric("KL(dense ‖ pruned)", f"{fidelity['kl_divergence']:.3f}")
-    st.caption(
-        "ImageNet classifiers lose their predictions quickly under structured pruning without fine-tuning; "
-        "compare a low ratio with a high one."
-    )
+    if fidelity["top1_agreement"] < 1.0:
+        st.info(
+            "The pruned model no longer agrees with the dense one. ImageNet classifiers lose their "
+            "predictions after even light structured pruning unless the network is retrained; compare "
+            "ratio 0.05 with 0.3, and see the Recovery page for what a short repair can win back."
+        )
 else:
     columns = st.columns(4)
     columns[0].image(image, caption="input", width="stretch")
@@ -47,7 +52,8 @@ else:
     columns[3].image(comparison.difference_image, caption="difference: red lost, blue new", width="stretch")
     fidelity = comparison.fidelity
     metrics = st.columns(3)
-    metrics[0].metric("PSNR vs dense", f"{fidelity['psnr_db']:.1f} dB")
+    psnr = fidelity["psnr_db"]
+    metrics[0].metric("PSNR vs dense", "identical" if psnr == float("inf") else f"{psnr:.1f} dB")
     metrics[1].metric("Edge F1 vs dense", f"{fidelity['edge_f1']:.3f}")
     metrics[2].metric("Mean absolute difference", f"{fidelity['mean_abs_error']:.4f}")
     st.caption("Edge F1 compares the two maps thresholded at 0.5, pixel by pixel.")

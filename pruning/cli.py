@@ -8,16 +8,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from .catalog import DEFAULT_MODEL, get_model_entry, list_models
 from .explorer import MODES, PruneConfig, model_stats, prune
 from .importance import DEFAULT_CRITERION, list_criteria
-from .media import MediaError, load_image, load_sample_image, probe_video, sample_image_names
-from .metrics import measure_latency
+from .media import (
+    MIN_SIDE,
+    MediaError,
+    load_image,
+    load_sample_image,
+    probe_video,
+    sample_image_names,
+)
+from .metrics import compare_latency
 from .structured import ALLOCATIONS, MAX_RATIO
 from .tasks import infer, output_fidelity, prepare_input
 
@@ -55,6 +64,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number of seconds above 0") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number of seconds above 0")
+    return value
+
+
+def _max_side(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use a whole number of pixels, at least {MIN_SIDE}") from None
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use a whole number of pixels, at least {MIN_SIDE}")
+    return value
+
+
 def _add_pruning_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
     parser.add_argument(
@@ -86,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("input", type=Path, help="input video file (mp4, mov, webm, avi, ...)")
     video.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
     video.add_argument("--max-frames", type=_positive_int, default=None, help="process at most this many frames (default: all)")
+    video.add_argument("--stride", type=_positive_int, default=1, help="run the models on every n-th frame (default: %(default)s)")
+    video.add_argument("--max-seconds", type=_positive_seconds, default=None, help="process the clip up to this time, in seconds (default: all)")
+    video.add_argument(
+        "--max-side", type=_max_side, default=None, help="shrink frames to at most this many pixels on the longer side before the models (default: no cap)"
+    )
     return parser
 
 
@@ -130,8 +164,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     dense_stats = model_stats(base, example)
     pruned_stats = model_stats(result.model, example)
     timing_input = torch.randn(example.shape, generator=torch.Generator().manual_seed(0))
-    dense_latency = measure_latency(base, timing_input)
-    pruned_latency = measure_latency(result.model, timing_input)
+    dense_latency, pruned_latency = compare_latency(base, result.model, timing_input)
 
     fidelity_rows = []
     output_shape = {}
@@ -155,6 +188,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": {"dense": round(dense_latency.median_ms, 3), "pruned": round(pruned_latency.median_ms, 3)},
         "latency_spread_ms": {"dense": round(dense_latency.spread_ms, 3), "pruned": round(pruned_latency.spread_ms, 3)},
         "threads": dense_latency.threads,
+        "latency_preparation": dense_latency.preparation,
         "input_shape": list(example.shape),
         "output_shape": output_shape,
         "channel_reduction": result.channel_reduction,
@@ -174,6 +208,12 @@ def _video(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"video not found: {args.input}")
     if args.output.suffix.lower() != ".mp4":
         raise UsageError(f"invalid output {args.output}: the output must be an .mp4 file")
+    if args.output.is_dir():
+        raise UsageError(f"invalid output {args.output}: it is a directory; give a file path ending in .mp4")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"output directory not found: {args.output.parent}; create it first")
+    if args.output.exists() and args.output.resolve() == args.input.resolve():
+        raise UsageError(f"invalid output {args.output}: it is the input clip; choose another file name")
     probe_video(args.input)  # reject unreadable clips before loading any model
     entry, base = _build_base(args.model)
     result = prune(base, PruneConfig(args.model, args.ratio, args.criterion, args.mode, args.allocation))
@@ -182,7 +222,18 @@ def _video(args: argparse.Namespace) -> dict[str, Any]:
         if not args.json:
             print(f"\rframe {done}/{total or '?'}", end="", file=sys.stderr, flush=True)
 
-    comparison = compare_on_video(entry, base, result.model, args.input, args.output, max_frames=args.max_frames, progress=report)
+    comparison = compare_on_video(
+        entry,
+        base,
+        result.model,
+        args.input,
+        args.output,
+        stride=args.stride,
+        max_frames=args.max_frames,
+        max_seconds=args.max_seconds,
+        max_side=args.max_side,
+        progress=report,
+    )
     if not args.json:
         print(file=sys.stderr)
     return {
@@ -192,6 +243,9 @@ def _video(args: argparse.Namespace) -> dict[str, Any]:
         "frames_out": comparison.frames_out,
         "fps": {"dense": round(comparison.dense_fps, 3), "pruned": round(comparison.pruned_fps, 3)},
         "agreement": comparison.mean_agreement,
+        "duration_s": round(comparison.duration_s, 3),
+        "output_fps": round(comparison.output_fps, 3),
+        "pipeline": {"fps": round(comparison.pipeline_fps, 3), "overhead_share": round(comparison.overhead_share, 3)},
         "output": {"path": comparison.output_path, "codec": comparison.codec, "width": comparison.width, "height": comparison.height},
     }
 
@@ -209,6 +263,8 @@ def _print_table(payload: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # load_image reports oversized images itself, in one line; Pillow's warning would add two more
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     args = build_parser().parse_args(argv)
     handlers = {"models": _models, "prune": _prune, "video": _video}
     try:

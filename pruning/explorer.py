@@ -11,7 +11,18 @@ from .calibration import calibration_images, to_batch
 from .catalog import ModelEntry, get_model_entry
 from .importance import DEFAULT_CRITERION, get_criterion
 from .metrics import count_macs, count_parameters, serialized_size_bytes
-from .structured import ALLOCATIONS, MAX_GROUP_RATIO, ROUNDINGS, Analysis, PruningPlan, analyse, apply_plan, check_ratio, layer_channels, make_plan
+from .structured import (
+    ALLOCATIONS,
+    MAX_GROUP_RATIO,
+    ROUNDINGS,
+    Analysis,
+    PruningPlan,
+    analyse,
+    apply_plan,
+    check_ratio,
+    layer_channels,
+    make_plan,
+)
 from .tasks import distillation_loss
 from .unstructured import apply_masks, count_nonzero_parameters, weight_sparsity
 

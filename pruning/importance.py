@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -166,3 +167,15 @@ register_criterion(
 )
 
 DEFAULT_CRITERION = "l1"
+
+
+def ranking_agreement(
+    scores: np.ndarray, other_scores: np.ndarray, removed: set[int], other_removed: set[int]
+) -> dict[str, float]:
+    """How much two criteria agree on one layer: Spearman rank correlation and overlap of removed channels."""
+    from scipy.stats import spearmanr
+
+    correlation = spearmanr(scores, other_scores).statistic if len(scores) > 1 else 1.0
+    union = removed | other_removed
+    overlap = len(removed & other_removed) / len(union) if union else 1.0
+    return {"spearman": float(np.nan_to_num(correlation, nan=0.0)), "removed_overlap": overlap}

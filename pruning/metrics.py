@@ -89,7 +89,9 @@ def measure_latency(
     """
     preparation = "eager"
     if prepare:
-        from .speed import prepare_for_inference  # speed imports torch.fx and TorchScript: load on demand
+        from .speed import (
+            prepare_for_inference,  # speed imports torch.fx and TorchScript: load on demand
+        )
 
         model = prepare_for_inference(model, inputs)
         preparation = model.description
@@ -106,6 +108,10 @@ def measure_latency(
             timings.append((time.perf_counter() - begin) * 1000.0)
             if len(timings) >= min_runs and time.perf_counter() - started > budget_s:
                 break
+    return _stats(timings, preparation)
+
+
+def _stats(timings: list[float], preparation: str) -> LatencyStats:
     quartiles = statistics.quantiles(timings, n=4) if len(timings) > 1 else [timings[0]] * 3
     return LatencyStats(
         median_ms=statistics.median(timings),
@@ -115,6 +121,39 @@ def measure_latency(
         threads=torch.get_num_threads(),
         preparation=preparation,
     )
+
+
+def compare_latency(
+    dense: nn.Module,
+    pruned: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    warmup: int = 3,
+    min_runs: int = 5,
+    max_runs: int = 30,
+    budget_s: float = 3.0,
+    prepare: bool = True,
+) -> tuple[LatencyStats, LatencyStats]:
+    """Time dense and pruned models in alternation and return (dense, pruned) statistics.
+
+    Alternating spreads background load evenly over both models, so their ratio stays steady on
+    a busy machine where two separate measurements can differ by several times. Both models get
+    the same preparation (see `measure_latency`).
+    """
+    from .speed import prepare_for_inference, time_interleaved
+
+    models = {"dense": dense.eval(), "pruned": pruned.eval()}
+    preparation = "eager"
+    if prepare:
+        models = {name: prepare_for_inference(model, inputs) for name, model in models.items()}
+        preparation = models["pruned"].description
+    timings = time_interleaved(models, inputs, warmup=warmup, runs=min_runs)
+    started = time.perf_counter()
+    while len(timings["dense"]) < max_runs and time.perf_counter() - started < budget_s:
+        more = time_interleaved(models, inputs, warmup=0, runs=1)
+        for name in timings:
+            timings[name].extend(more[name])
+    return _stats(timings["dense"], preparation), _stats(timings["pruned"], preparation)
 
 
 # --- fidelity of the pruned model's outputs to the dense model's ----------------------------------
@@ -148,7 +187,7 @@ def edge_map_fidelity(dense_map: torch.Tensor, pruned_map: torch.Tensor, thresho
     pruned = pruned_map.float().clamp(0, 1)
 
     mse = torch.mean((dense - pruned) ** 2).item()
-    psnr = float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+    psnr = float("inf") if mse == 0 else float(10.0 * np.log10(1.0 / mse))
     mae = torch.mean((dense - pruned).abs()).item()
 
     dense_edges = dense >= threshold

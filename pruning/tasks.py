@@ -149,3 +149,21 @@ def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_o
 def primary_fidelity(entry: ModelEntry, fidelity: dict[str, float]) -> float:
     """The one fidelity number in [0, 1] that charts and budgets use: top-1 agreement or edge F1."""
     return fidelity["top1_agreement"] if entry.task == TASK_CLASSIFICATION else fidelity["edge_f1"]
+
+
+def recovery_row(entry: ModelEntry, label: str, dense_output: torch.Tensor, pruned_output: torch.Tensor) -> dict[str, float | str]:
+    """One table row of fidelity measures for a model, on all images and, for classifiers, confident ones."""
+    fidelity = output_fidelity(entry, dense_output, pruned_output)
+    row: dict[str, float | str] = {"model": label}
+    if entry.task == TASK_CLASSIFICATION:
+        confident = dense_output.float().softmax(1).max(1).values >= 0.5
+        row["top-1 agreement"] = round(fidelity["top1_agreement"], 3)
+        row["top-5 overlap"] = round(fidelity["top5_overlap"], 3)
+        row["KL divergence"] = round(fidelity["kl_divergence"], 3)
+        if confident.any():
+            subset = classification_fidelity(dense_output[confident], pruned_output[confident])
+            row[f"top-1 agreement, confident ({int(confident.sum())} images)"] = round(subset["top1_agreement"], 3)
+    else:
+        row["edge F1"] = round(fidelity["edge_f1"], 3)
+        row["PSNR (dB)"] = round(fidelity["psnr_db"], 2)
+    return row

@@ -61,16 +61,18 @@ def test_ratio_zero_shows_dense_numbers():
     app = open_app(sidebar_ratio=0.0)
     parameters = next(m for m in app.metric if m.label == "Parameters")
     assert parameters.value == "3.50 M"
-    assert "+0.0%" in parameters.proto.delta
+    assert parameters.proto.delta == "no change"
 
 
 def test_importance_layer_detail():
     app = go_to(open_app(sidebar_ratio=0.5), "importance")
-    assert len(app.get("plotly_chart")) == 2
+    assert len(app.get("plotly_chart")) == 4  # all layers, one layer, and two criteria on it
     layer = app.selectbox(key="importance_layer")
-    layer.set_value(layer.options[3]).run()
+    layer.set_value("features.16.conv.2").run()
     assert not app.exception
-    assert any("Pruned together with it" in m.value for m in app.markdown)
+    members = app.dataframe[0].value
+    assert {"features.14.conv.2", "features.15.conv.2", "features.16.conv.2"} <= set(members["layer"])
+    assert set(members["loses"]) == {"output channels", "input channels"}
 
 
 def test_images_upload_png_classifies():
@@ -223,3 +225,59 @@ def test_camera_snapshot_compares(model):
         assert metric(app, "Top-5 overlap").endswith("%")
     else:
         assert 0.0 <= float(metric(app, "Edge F1 vs dense")) <= 1.0
+
+
+def test_importance_compares_criteria():
+    app = go_to(open_app(sidebar_ratio=0.5), "importance")
+    app.selectbox(key="importance_other").set_value("random").run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) == 4
+    assert float(metric(app, "Rank correlation (Spearman)")) < 0.5
+    assert metric(app, "Same channels removed").endswith("%")
+    assert app.dataframe
+
+
+def test_masks_mode_overview():
+    app = open_app(sidebar_mode="unstructured", sidebar_ratio=0.5)
+    assert metric(app, "Non-zero parameters")
+    assert metric(app, "MACs") == "0.320 G"
+    assert any("of the prunable conv/linear weights are zero" in m.value for m in app.markdown)
+    app.button(key="overview_masks_vs_removal").click().run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table["mode"]) == ["masks (zeros)", "channel removal"]
+    assert table["MACs"][1] < table["MACs"][0]
+
+
+def test_sensitivity_scan_sets_overrides():
+    app = go_to(open_app(sidebar_model="hed", sidebar_ratio=0.3), "sensitivity")
+    app.multiselect(key="sensitivity_ratios").set_value([0.5])
+    app.number_input(key="sensitivity_images").set_value(2)
+    app.button(key="sensitivity_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.get("plotly_chart")
+    app.button(key="sensitivity_apply").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.slider(key="sidebar_ratio").value == 0.0
+    assert app.session_state["layer_overrides"]
+    # the overrides prune: fewer MACs than dense at slider 0
+    macs = next(m for m in app.metric if m.label == "MACs")
+    assert macs.proto.delta.startswith("-")
+
+
+def test_sweep_draws_curves():
+    app = go_to(open_app(), "sensitivity")
+    app.multiselect(key="sweep_criteria").set_value(["l1"])
+    app.button(key="sweep_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(app.get("plotly_chart")) == 4
+
+
+def test_recovery_table():
+    app = go_to(open_app(sidebar_ratio=0.15, sidebar_allocation="global"), "recovery")
+    app.multiselect(key="recovery_methods").set_value(["BatchNorm recalibration", "least-squares reconstruction"])
+    app.button(key="recovery_run").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    table = app.dataframe[0].value
+    assert list(table["model"]) == ["no recovery", "BatchNorm recalibration", "least-squares reconstruction"]
+    assert table["top-1 agreement"][2] > table["top-1 agreement"][0]

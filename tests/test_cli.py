@@ -1,6 +1,7 @@
 """The CLI as users run it: `python -m pruning ...` in a subprocess, JSON on stdout."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -8,6 +9,8 @@ import av
 import pytest
 
 from clips import write_clip
+
+ROOT = Path(__file__).resolve().parent.parent
 from pruning.cli import main
 from pruning.media import sample_video_path
 
@@ -67,6 +70,8 @@ def test_video_hed_bikes_50_frames(tmp_path):
     )
     assert payload["frames_in"] == 50
     assert payload["frames_out"] == 50
+    assert payload["duration_s"] == 2.0  # 50 frames at 25 fps
+    assert 0.0 <= payload["pipeline"]["overhead_share"] < 1.0
     assert payload["output"]["codec"] == "h264"
     assert payload["fps"]["dense"] > 0 and payload["fps"]["pruned"] > 0
     with av.open(str(output)) as container:
@@ -85,6 +90,10 @@ def test_video_hed_bikes_50_frames(tmp_path):
         (("prune", "--model", "hed", "--ratio", "0.5", "--criterion", "bn_scale"), "no BatchNorm layers"),
         (("video", "--ratio", "0.5", "/no/clip.mp4", "-o", "out.mp4"), "video not found"),
         (("video", "--ratio", "0.5", "--max-frames", "0", "x.mp4", "-o", "out.mp4"), "invalid count '0'"),
+        (("video", "--ratio", "0.5", str(ROOT / "README.md"), "-o", "/no/such/dir/out.mp4"), "output directory not found"),
+        (("video", "--ratio", "0.5", "--max-seconds", "-1", "x.mp4", "-o", "out.mp4"), "invalid duration '-1'"),
+        (("video", "--ratio", "0.5", "--max-side", "4", "x.mp4", "-o", "out.mp4"), "invalid size '4'"),
+        (("video", "--ratio", "0.5", str(ROOT / "README.md"), "-o", str(ROOT / "tests")), "must be an .mp4 file"),
     ],
 )
 def test_bad_input_exits_2_one_line(args, message, capsys):
@@ -111,3 +120,13 @@ def test_video_rejects_non_video_and_bad_output(tmp_path):
     completed = run_cli("video", "--ratio", "0.5", str(clip), "-o", str(tmp_path / "out.avi"), check=False)
     assert completed.returncode == 2
     assert "must be an .mp4 file" in completed.stderr
+
+
+def test_video_output_guards(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.mp4")
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    for output, message in ((folder, "it is a directory"), (clip, "it is the input clip")):
+        assert main(["video", "--ratio", "0.3", str(clip), "-o", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert clip.stat().st_size > 0

@@ -6,25 +6,52 @@ on a deep copy inside `pruning.explorer.prune`, and the cached pruned models are
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
+import pandas as pd
 import streamlit as st
 import torch
 from PIL import Image
 
+from pruning.calibration import calibration_images, holdout_images, to_batch
 from pruning.catalog import ModelEntry, get_model_entry, list_models
-from pruning.explorer import MODES, PruneConfig, PruneResult, analyse_entry, model_stats, prune
-from pruning.media import load_image, load_sample_image
+from pruning.explorer import (
+    MODES,
+    PruneConfig,
+    PruneResult,
+    analyse_entry,
+    model_stats,
+    prune,
+)
 from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_criterion
-from pruning.metrics import LatencyStats, measure_latency
-from pruning.structured import ALLOCATIONS, MAX_RATIO, Analysis
-from pruning.tasks import ImageComparison, compare_on_image
+from pruning.media import load_image, load_sample_image
+from pruning.metrics import LatencyStats, compare_latency
+from pruning.recovery import (
+    distill,
+    kept_output_channels,
+    recalibrate_batchnorm,
+    reconstruct,
+)
+from pruning.sensitivity import SensitivityScan, scan
+from pruning.structured import (
+    ALLOCATIONS,
+    MAX_GROUP_RATIO,
+    MAX_RATIO,
+    ROUNDINGS,
+    Analysis,
+)
+from pruning.sweep import SweepPoint, run_sweep
+from pruning.tasks import ImageComparison, compare_on_image, infer, recovery_row
 from pruning.video import JobProgress, VideoJob
 
 CONFIG_KEY = "prune_config"
+DEFAULT_RATIO = 0.3
+OVERRIDES_KEY = "layer_overrides"  # {group root layer: ratio}, set on the Sensitivity page
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
@@ -60,12 +87,11 @@ def pruned_stats(config: PruneConfig) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner="Measuring CPU latency…")
-def latency(config: PruneConfig, dense: bool) -> LatencyStats:
-    """Median latency of the dense model (dense=True) or of the pruned model for `config`."""
+def latency_pair(config: PruneConfig) -> tuple[LatencyStats, LatencyStats]:
+    """Median latency of the dense and the pruned model for `config`, timed in alternation."""
     entry = get_model_entry(config.model)
-    model = load_base_model(config.model) if dense else load_pruned(config).model
     inputs = torch.randn(entry.example_input_shape, generator=torch.Generator().manual_seed(0))
-    return measure_latency(model, inputs)
+    return compare_latency(load_base_model(config.model), load_pruned(config).model, inputs)
 
 
 def sidebar() -> PruneConfig:
@@ -109,19 +135,75 @@ def sidebar() -> PruneConfig:
             key="sidebar_allocation",
             horizontal=True,
         )
+        # the default goes through session state, which the Sensitivity page also writes
+        st.session_state.setdefault("sidebar_ratio", DEFAULT_RATIO)
         ratio = st.slider(
             "Pruning ratio" if mode == "structured" else "Weight sparsity",
             min_value=0.0,
             max_value=MAX_RATIO,
-            value=0.3,
             step=0.05,
             key="sidebar_ratio",
             help="Structured: share of output channels removed from each prunable group. "
             "Removed parameters grow roughly like 1-(1-r)², because each layer also loses input channels.",
         )
-    config = PruneConfig(model=name, ratio=float(ratio), criterion=criterion, mode=mode, allocation=allocation)
+        round_to, max_layer_ratio, overrides = 1, MAX_GROUP_RATIO, {}
+        if mode == "structured":
+            round_to = st.selectbox(
+                "Channel rounding",
+                ROUNDINGS,
+                key="sidebar_round_to",
+                help="Keep a multiple of this many channels in every layer: CPU and GPU kernels often run "
+                "faster on aligned widths. Compare the latency with 1 on the Overview.",
+            )
+            max_layer_ratio = st.slider(
+                "Per-layer maximum",
+                min_value=0.1,
+                max_value=MAX_GROUP_RATIO,
+                value=MAX_GROUP_RATIO,
+                step=0.05,
+                key="sidebar_max_layer_ratio",
+                help="No layer loses more than this share of its channels, whatever the ratio or allocation.",
+            )
+            overrides = _overrides_editor(name, criterion)
+    config = PruneConfig(
+        model=name,
+        ratio=float(ratio),
+        criterion=criterion,
+        mode=mode,
+        allocation=allocation,
+        round_to=int(round_to),
+        overrides=tuple(sorted(overrides.items())),
+        max_layer_ratio=float(max_layer_ratio),
+    )
     st.session_state[CONFIG_KEY] = config
     return config
+
+
+def _overrides_editor(name: str, criterion: str) -> dict[str, float]:
+    """Editable table of per-layer ratios; an empty cell follows the slider."""
+    analysis = load_analysis(name, criterion)
+    stored = {layer: ratio for layer, ratio in st.session_state.get(OVERRIDES_KEY, {}).items()}
+    with st.expander(f"Per-layer overrides ({len(stored)})", expanded=False):
+        table = pd.DataFrame(
+            {
+                "layer": [group.name for group in analysis.groups],
+                "channels": [group.channels for group in analysis.groups],
+                "ratio": [stored.get(group.name) for group in analysis.groups],
+            }
+        )
+        edited = st.data_editor(
+            table,
+            key=f"sidebar_overrides_{name}_{criterion}_{hash(tuple(sorted(stored.items())))}",
+            disabled=["layer", "channels"],
+            hide_index=True,
+            column_config={"ratio": st.column_config.NumberColumn(min_value=0.0, max_value=MAX_RATIO, step=0.05)},
+        )
+        if st.button("Clear overrides", key="sidebar_clear_overrides", disabled=not stored):
+            st.session_state[OVERRIDES_KEY] = {}
+            st.rerun()
+    overrides = {row.layer: float(row.ratio) for row in edited.itertuples() if pd.notna(row.ratio)}
+    st.session_state[OVERRIDES_KEY] = overrides
+    return overrides
 
 
 def current_config() -> PruneConfig:
@@ -136,17 +218,19 @@ def current_entry() -> ModelEntry:
     return get_model_entry(current_config().model)
 
 
-def load_input_image(sample: str | None, upload: bytes | None) -> Image.Image:
+def load_input_image(sample: str | None, upload: bytes | None, upload_name: str = "upload") -> Image.Image:
     """The uploaded image if there is one, else the named sample photo; raises MediaError on a bad file."""
     if upload is not None:
-        return load_image(upload)
+        buffer = io.BytesIO(upload)
+        buffer.name = upload_name  # error messages name the user's file
+        return load_image(buffer)
     return load_sample_image(sample)
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the dense and the pruned model…")
-def image_comparison(config: PruneConfig, sample: str | None, upload: bytes | None) -> ImageComparison:
+def image_comparison(config: PruneConfig, sample: str | None, upload: bytes | None, upload_name: str = "upload") -> ImageComparison:
     entry = get_model_entry(config.model)
-    image = load_input_image(sample, upload)
+    image = load_input_image(sample, upload, upload_name)
     return compare_on_image(entry, load_base_model(config.model), load_pruned(config).model, image)
 
 
@@ -214,3 +298,89 @@ def follow_video_job(job: VideoJob, poll_s: float = 0.25) -> None:
             prefix = "Stopping after this frame · " if job.stop_requested else ""
             bar.progress(progress.share, text=prefix + video_progress_text(progress))
     panel.empty()
+
+
+@st.cache_data(max_entries=16, show_spinner="Timing masks and removal…")
+def masks_vs_removal(name: str, ratio: float, criterion: str) -> list[dict]:
+    """Latency and size of masked and channel-pruned copies at the same ratio, next to dense."""
+    entry = get_model_entry(name)
+    base = load_base_model(name)
+    inputs = torch.randn(entry.example_input_shape, generator=torch.Generator().manual_seed(0))
+    rows = []
+    for mode in ("unstructured", "structured"):
+        config = PruneConfig(model=name, ratio=ratio, criterion=criterion, mode=mode)
+        model = load_pruned(config).model
+        dense_latency, pruned_latency = compare_latency(base, model, inputs)
+        stats = model_stats(model, entry.example_inputs())
+        rows.append(
+            {
+                "mode": "masks (zeros)" if mode == "unstructured" else "channel removal",
+                "non-zero parameters": stats.nonzero_params,
+                "MACs": stats.macs,
+                "dense latency (ms)": round(dense_latency.median_ms, 2),
+                "pruned latency (ms)": round(pruned_latency.median_ms, 2),
+                "speed-up": round(dense_latency.median_ms / pruned_latency.median_ms, 2),
+            }
+        )
+    return rows
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def sensitivity(name: str, criterion: str, ratios: tuple[float, ...], images: int, _progress=None) -> SensitivityScan:
+    entry = get_model_entry(name)
+    inputs = to_batch(entry, calibration_images()[:images])
+    return scan(entry, load_base_model(name), load_analysis(name, criterion), inputs, ratios=ratios, progress=_progress)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def sweep(name: str, criteria: tuple[str, ...], ratios: tuple[float, ...], allocation: str, _progress=None) -> list[SweepPoint]:
+    entry = get_model_entry(name)
+    inputs = to_batch(entry, holdout_images())
+    return run_sweep(name, load_base_model(name), inputs, criteria=criteria, ratios=ratios, allocation=allocation, progress=_progress)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading calibration and held-out images…")
+def evaluation_batches(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibration and held-out input batches for a model (read-only, shared)."""
+    entry = get_model_entry(name)
+    return to_batch(entry, calibration_images()), to_batch(entry, holdout_images())
+
+
+def apply_overrides(overrides: dict[str, float]) -> None:
+    """Put per-layer ratios into the sidebar and set its slider to 0, so only they prune."""
+    st.session_state[OVERRIDES_KEY] = dict(overrides)
+    st.session_state["sidebar_ratio"] = 0.0
+
+
+RECOVERY_METHODS = ("BatchNorm recalibration", "least-squares reconstruction", "distillation")
+
+
+def run_recovery(
+    config: PruneConfig,
+    methods: tuple[str, ...],
+    budget_s: float,
+    progress: Callable[[float, str], None],
+) -> list[dict]:
+    """Apply each recovery method to a copy of the pruned model and measure it on held-out images."""
+    entry = get_model_entry(config.model)
+    base = load_base_model(config.model)
+    result = load_pruned(config)
+    calibration, holdout = evaluation_batches(config.model)
+    dense_output = infer(base, holdout)
+    models = {"no recovery": result.model}
+
+    for index, method in enumerate(methods):
+        progress(index / len(methods), f"{method}…")
+        if method == "BatchNorm recalibration":
+            models[method] = recalibrate_batchnorm(result.model, base, calibration)
+        elif method == "least-squares reconstruction":
+            kept = kept_output_channels(load_analysis(config.model, config.criterion), result.plan)
+            models[method] = reconstruct(result.model, base, calibration, kept)
+        elif method == "distillation":
+
+            def step(elapsed: float, steps: int, loss: float, index=index) -> None:
+                progress((index + min(elapsed / budget_s, 1.0)) / len(methods), f"distillation: step {steps}, loss {loss:.3f}")
+
+            models[method], _ = distill(entry, result.model, base, calibration_images(), budget_s=budget_s, progress=step)
+    progress(1.0, "Measuring on held-out images…")
+    return [recovery_row(entry, name, dense_output, infer(model, holdout)) for name, model in models.items()]

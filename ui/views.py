@@ -25,6 +25,13 @@ def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:.1f} MB"
 
 
+def _change(dense: float, pruned: float, *, exact: bool = True) -> dict:
+    """Delta arguments for st.metric: green when pruning lowered a cost, grey without an arrow when unchanged."""
+    if exact and pruned == dense:
+        return {"delta": "no change", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{(pruned - dense) / dense:+.1%}", "delta_color": "inverse"}
+
+
 def metrics_panel(config: PruneConfig) -> PruneResult | None:
     """Show params, MACs, size and latency, dense vs pruned, measured on the pruned copy itself."""
     try:
@@ -36,38 +43,43 @@ def metrics_panel(config: PruneConfig) -> PruneResult | None:
         return None
 
     columns = st.columns(4)
-    columns[0].metric(
-        "Parameters",
-        f"{pruned['params'] / 1e6:.2f} M",
-        f"{(pruned['params'] - dense['params']) / dense['params']:+.1%}",
-        delta_color="inverse",
-        help=f"Dense: {dense['params']:,}. Non-zero after pruning: {pruned['nonzero_params']:,}.",
-    )
+    if config.mode == "structured":
+        columns[0].metric(
+            "Parameters",
+            f"{pruned['params'] / 1e6:.2f} M",
+            **_change(dense["params"], pruned["params"]),
+            help=f"Dense: {dense['params']:,}. After pruning: {pruned['params']:,}.",
+        )
+    else:
+        columns[0].metric(
+            "Non-zero parameters",
+            f"{pruned['nonzero_params'] / 1e6:.2f} M",
+            **_change(dense["nonzero_params"], pruned["nonzero_params"]),
+            help=f"Masks zero weights but keep every tensor: the model still stores {pruned['params']:,} parameters.",
+        )
     columns[1].metric(
         "MACs",
         f"{pruned['macs'] / 1e9:.3f} G",
-        f"{(pruned['macs'] - dense['macs']) / dense['macs']:+.1%}",
-        delta_color="inverse",
-        help=f"Multiply-accumulates for one {tuple(state.current_entry().example_input_shape)} input. Dense: {dense['macs']:,}.",
+        **_change(dense["macs"], pruned["macs"]),
+        help=f"Multiply-accumulates for one {tuple(state.current_entry().example_input_shape)} input. Dense: {dense['macs']:,}. "
+        "Masked zeros are still multiplied by a dense kernel, so masks do not lower this.",
     )
     columns[2].metric(
         "File size",
         _size(pruned["size_bytes"]),
-        f"{(pruned['size_bytes'] - dense['size_bytes']) / dense['size_bytes']:+.1%}",
-        delta_color="inverse",
+        **_change(dense["size_bytes"], pruned["size_bytes"]),
         help=f"torch.save of the state_dict. Dense: {_size(dense['size_bytes'])}.",
     )
-    dense_latency = state.latency(config, dense=True)
-    pruned_latency = state.latency(config, dense=False)
+    dense_latency, pruned_latency = state.latency_pair(config)
     columns[3].metric(
         "CPU latency (median)",
         f"{pruned_latency.median_ms:.1f} ms",
-        f"{(pruned_latency.median_ms - dense_latency.median_ms) / dense_latency.median_ms:+.1%}",
-        delta_color="inverse",
+        **_change(dense_latency.median_ms, pruned_latency.median_ms, exact=False),
         help=(
             f"Dense: {dense_latency.median_ms:.1f} ms (IQR {dense_latency.spread_ms:.1f} ms), "
             f"pruned IQR {pruned_latency.spread_ms:.1f} ms; median of {pruned_latency.runs} runs after warm-up, "
-            f"{pruned_latency.threads} threads, batch 1."
+            f"{pruned_latency.threads} threads, batch 1, timed in alternation; both models prepared the same way "
+            f"({pruned_latency.preparation}) before timing."
         ),
     )
 
@@ -81,8 +93,8 @@ def metrics_panel(config: PruneConfig) -> PruneResult | None:
         )
     else:
         achieved = (
-            f"achieved: **{result.weight_sparsity:.1%}** of conv/linear weights are zero; "
-            "shapes and MACs are unchanged, so dense kernels run just as long."
+            f"achieved: **{result.weight_sparsity:.1%}** of the prunable conv/linear weights are zero "
+            "(output heads keep theirs); shapes and MACs are unchanged, so dense kernels run just as long."
         )
     st.markdown(f"{requested} · {achieved}")
     if config.ratio > 0 and config.mode == "structured" and result.channel_reduction == 0:
@@ -179,3 +191,64 @@ def latency_chart(dense_ms: list[float], pruned_ms: list[float]) -> go.Figure:
     )
     figure.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title="frame", yaxis_title="model latency (ms)")
     return figure
+
+
+def layer_sparsity_chart(result: PruneResult) -> go.Figure:
+    """Share of zero weights reached in every conv and linear layer (masks mode)."""
+    layers = result.layers
+    figure = go.Figure(
+        go.Bar(
+            x=[layer.name for layer in layers],
+            y=[layer.sparsity for layer in layers],
+            marker_color=[KEPT_COLOUR if layer.output_head else PRUNED_COLOUR for layer in layers],
+            hovertemplate="%{x}<br>%{y:.1%} zeros<extra></extra>",
+        )
+    )
+    figure.update_layout(height=340, margin=dict(t=30, b=10), yaxis=dict(title="weights set to zero", tickformat=".0%", range=[0, 1]), xaxis_tickangle=-60)
+    return figure
+
+
+def sensitivity_heatmap(groups: tuple[str, ...], ratios: tuple[float, ...], fidelity) -> go.Figure:
+    figure = go.Figure(
+        go.Heatmap(
+            z=fidelity.T,
+            x=list(groups),
+            y=[f"{ratio:.0%}" for ratio in ratios],
+            zmin=0,
+            zmax=1,
+            colorscale="RdYlGn",
+            colorbar=dict(title="fidelity"),
+            hovertemplate="%{x} pruned %{y} alone<br>fidelity %{z:.2f}<extra></extra>",
+        )
+    )
+    figure.update_layout(height=320, margin=dict(t=30, b=10), yaxis_title="ratio of this layer", xaxis_tickangle=-60)
+    return figure
+
+
+def sweep_charts(points, fidelity_label: str) -> list[go.Figure]:
+    """Fidelity vs ratio, fidelity vs MACs, and latency vs ratio, one line per criterion."""
+    figures = []
+    for x_key, y_key, x_title, y_title in (
+        ("ratio", "fidelity", "channel ratio", fidelity_label),
+        ("macs", "fidelity", "MACs (G)", fidelity_label),
+        ("ratio", "latency_ms", "channel ratio", "latency (ms, median)"),
+        ("ratio", "params", "channel ratio", "parameters (M)"),
+    ):
+        figure = go.Figure()
+        for criterion in dict.fromkeys(point.criterion for point in points):
+            rows = [point for point in points if point.criterion == criterion]
+            xs = [getattr(p, x_key) / (1e9 if x_key == "macs" else 1) for p in rows]
+            ys = [getattr(p, y_key) / (1e6 if y_key == "params" else 1) for p in rows]
+            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=criterion))
+        figure.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title=x_title, yaxis_title=y_title)
+        figures.append(figure)
+    return figures
+
+
+def group_members_table(members: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of (layer, what it loses) from members written as 'name (out)' or 'name (in)'."""
+    rows = []
+    for member in members:
+        name, _, direction = member.rpartition(" (")
+        rows.append({"layer": name, "loses": "output channels" if direction.startswith("out") else "input channels"})
+    return rows

@@ -1,0 +1,59 @@
+import streamlit as st
+
+from pruning.catalog import TASK_CLASSIFICATION
+from ui import state, views
+
+st.title("Recovery: win back what pruning lost")
+config = state.current_config()
+entry = state.current_entry()
+views.metrics_panel(config)
+st.write(
+    "Structured pruning changes what every later layer receives, so an ImageNet classifier's predictions "
+    "collapse after even light pruning. Three repairs, all on a copy of the pruned model, compared on "
+    "held-out photos and animated-film frames that none of them sees:"
+)
+st.markdown(
+    "- **BatchNorm recalibration**: re-estimate each BatchNorm's statistics so its output matches the "
+    "dense model's on calibration images (seconds).\n"
+    "- **Least-squares reconstruction**: refit every 1×1 convolution and the classifier, layer by layer, so "
+    "the pruned model's own activations map to the dense model's outputs (ThiNet, He et al. 2017; tens of seconds).\n"
+    "- **Distillation**: fine-tune the pruned model to imitate the dense one on augmented calibration images, "
+    "for the time you choose."
+)
+
+if config.mode != "structured":
+    st.info("Recovery repairs removed channels; switch the sidebar to structured mode.")
+    st.stop()
+
+methods = st.multiselect(
+    "Repairs to compare",
+    state.RECOVERY_METHODS,
+    default=list(state.RECOVERY_METHODS[:2]),
+    key="recovery_methods",
+)
+budget = st.slider("Distillation time budget (seconds)", 10, 180, 30, 10, key="recovery_budget")
+if st.button("Run the repairs", type="primary", key="recovery_run", disabled=not methods):
+    bar = st.progress(0.0, text="Starting…")
+
+    def report(fraction: float, text: str) -> None:
+        bar.progress(min(fraction, 1.0), text=text)
+
+    try:
+        rows = state.run_recovery(config, tuple(methods), float(budget), report)
+        st.session_state["recovery_result"] = (config, rows)
+    finally:
+        bar.empty()
+
+saved = st.session_state.get("recovery_result")
+if saved is not None:
+    saved_config, rows = saved
+    if saved_config != config:
+        st.info("These results were made with other sidebar settings; run the repairs again to refresh them.")
+    st.dataframe(rows, hide_index=True)
+    if entry.task == TASK_CLASSIFICATION:
+        st.caption(
+            "Top-1 agreement: share of held-out images where the pruned model's top class equals the dense "
+            "model's. 'Confident' counts only images where the dense model is at least 50% sure. A random "
+            "guess among the dense model's usual classes agrees far less than 100%: without real fine-tuning "
+            "on labelled data, expect partial recovery at best."
+        )
