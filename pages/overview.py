@@ -1,3 +1,5 @@
+import json
+
 import streamlit as st
 
 from ui import state, views
@@ -33,3 +35,38 @@ if st.button("Measure masks vs removal", key="overview_masks_vs_removal"):
 masks = st.session_state.get("overview_masks_result")
 if masks is not None:
     st.dataframe(masks, hide_index=True)
+
+st.subheader("Export and share")
+st.write(
+    "Download the pruned model, or the recipe that rebuilds it: a recipe loaded here, or by "
+    "`pruning.export.load_state`, restores exactly this configuration."
+)
+columns = st.columns(len(state.EXPORT_FILES) + 1)
+for column, (fmt, (label, suffix)) in zip(columns, state.EXPORT_FILES.items()):
+    if column.button(f"Prepare {label}", key=f"overview_export_{fmt}"):
+        st.session_state[f"overview_export_ready_{fmt}"] = config
+    if st.session_state.get(f"overview_export_ready_{fmt}") == config:
+        column.download_button(
+            f"Download {label}",
+            state.export_bytes(config, fmt),
+            file_name=f"{config.model}-pruned-{config.ratio:.2f}{suffix}",
+            key=f"overview_download_{fmt}",
+        )
+columns[-1].download_button(
+    "Download recipe (JSON)",
+    json.dumps(state.recipe(config), indent=2),
+    file_name=f"{config.model}-recipe.json",
+    mime="application/json",
+    key="overview_download_recipe",
+)
+
+
+def _load_recipe():
+    upload = st.session_state.get("overview_recipe_upload")
+    if upload is not None:
+        st.session_state["overview_recipe_error"] = state.apply_recipe(upload.getvalue())
+
+
+st.file_uploader("Load a recipe (JSON)", type=["json"], key="overview_recipe_upload", on_change=_load_recipe)
+if st.session_state.get("overview_recipe_error"):
+    st.error(st.session_state["overview_recipe_error"])

@@ -24,7 +24,7 @@ views.metrics_panel(config)
 left, right = st.columns(2)
 sample = left.selectbox("Sample clip", sample_video_names(), key="video_sample")
 upload = right.file_uploader(
-    "…or upload a clip (mp4, mov, webm, avi, mkv)", type=["mp4", "mov", "webm", "avi", "mkv"], key="video_upload"
+    f"…or upload a clip (mp4, mov, webm, avi, mkv; up to {state.upload_limit_mb()} MB)", type=["mp4", "mov", "webm", "avi", "mkv"], key="video_upload"
 )
 if sample == "bigbuckbunny" and upload is None:
     st.caption("Big Buck Bunny (c) Blender Foundation, CC-BY 3.0, www.bigbuckbunny.org")

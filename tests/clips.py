@@ -87,3 +87,16 @@ def write_not_a_video(path: Path) -> Path:
     """Write text under a video file name."""
     path.write_text("this is a shopping list, not a video\n" * 50)
     return path
+
+
+UNUSABLE_KINDS = ("audio only", "zero bytes", "text")
+
+
+def write_unusable(path: Path, kind: str) -> Path:
+    """Write a file that has no decodable video: audio only, zero bytes, or text."""
+    if kind == "audio only":
+        return write_audio_only(path)
+    if kind == "zero bytes":
+        path.write_bytes(b"")
+        return path
+    return write_not_a_video(path)

@@ -3,10 +3,9 @@
 import io
 
 import pytest
+from clips import write_clip
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-
-from clips import write_clip
 
 ENTRY = "app_entry.py"
 PAGES = ["overview", "importance", "images", "video"]
@@ -249,6 +248,7 @@ def test_masks_mode_overview():
     assert table["MACs"][1] < table["MACs"][0]
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_sets_overrides():
     app = go_to(open_app(sidebar_model="hed", sidebar_ratio=0.3), "sensitivity")
     app.multiselect(key="sensitivity_ratios").set_value([0.5])
@@ -265,6 +265,7 @@ def test_sensitivity_scan_sets_overrides():
     assert macs.proto.delta.startswith("-")
 
 
+@pytest.mark.slow
 def test_sweep_draws_curves():
     app = go_to(open_app(), "sensitivity")
     app.multiselect(key="sweep_criteria").set_value(["l1"])
@@ -273,6 +274,7 @@ def test_sweep_draws_curves():
     assert len(app.get("plotly_chart")) == 4
 
 
+@pytest.mark.slow
 def test_recovery_table():
     app = go_to(open_app(sidebar_ratio=0.15, sidebar_allocation="global"), "recovery")
     app.multiselect(key="recovery_methods").set_value(["BatchNorm recalibration", "least-squares reconstruction"])
@@ -281,3 +283,28 @@ def test_recovery_table():
     table = app.dataframe[0].value
     assert list(table["model"]) == ["no recovery", "BatchNorm recalibration", "least-squares reconstruction"]
     assert table["top-1 agreement"][2] > table["top-1 agreement"][0]
+
+
+def test_export_and_recipe_round_trip():
+    import json as json_module
+
+    app = open_app(sidebar_ratio=0.45, sidebar_allocation="global")
+    app.button(key="overview_export_onnx").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.get("download_button")
+
+    from pruning.explorer import PruneConfig
+    from pruning.export import recipe
+
+    data = json_module.dumps(recipe(PruneConfig("hed", 0.25, criterion="l2", allocation="uniform", round_to=8))).encode()
+    fresh = open_app()
+    fresh.file_uploader(key="overview_recipe_upload").upload("recipe.json", data, "application/json").run()
+    assert not fresh.exception, [e.value for e in fresh.exception]
+    fresh.run()
+    assert fresh.selectbox(key="sidebar_model").value == "hed"
+    assert fresh.slider(key="sidebar_ratio").value == 0.25
+    assert fresh.selectbox(key="sidebar_criterion").value == "l2"
+    assert fresh.selectbox(key="sidebar_round_to").value == 8
+
+    fresh.file_uploader(key="overview_recipe_upload").set_value(("bad.json", b"{}", "application/json")).run()
+    assert any("could not be loaded" in e.value for e in fresh.error)

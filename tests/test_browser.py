@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from clips import write_clip
 
 pytestmark = pytest.mark.browser

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from pruning.catalog import ModelEntry, UnknownModelError, get_model_entry, list_models, register_model
+from pruning.catalog import (
+    ModelEntry,
+    UnknownModelError,
+    get_model_entry,
+    list_models,
+    register_model,
+)
 from pruning.metrics import count_parameters
 
 
@@ -72,6 +78,7 @@ def test_missing_wheel_not_pretrained():
         weights_license="",
         weights_path=missing,
         builder=lambda path: torch.nn.Identity(),
+        architecture=torch.nn.Identity,
         preprocess=lambda image: torch.zeros(1, 3, 8, 8),
         example_input_shape=(1, 3, 8, 8),
         output_heads=(),

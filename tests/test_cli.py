@@ -1,13 +1,12 @@
 """The CLI as users run it: `python -m pruning ...` in a subprocess, JSON on stdout."""
 
 import json
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import pytest
-
 from clips import write_clip
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +62,7 @@ def test_prune_hed_unstructured_with_image(tmp_path):
     assert 0.0 <= payload["fidelity"]["edge_f1"] <= 1.0
 
 
+@pytest.mark.slow
 def test_video_hed_bikes_50_frames(tmp_path):
     output = tmp_path / "out.mp4"
     payload = json.loads(
@@ -130,3 +130,19 @@ def test_video_output_guards(tmp_path, capsys):
         assert main(["video", "--ratio", "0.3", str(clip), "-o", str(output)]) == 2
         assert message in capsys.readouterr().err
     assert clip.stat().st_size > 0
+
+
+@pytest.mark.parametrize(("model", "fmt", "suffix"), [("mobilenet_v2", "torchscript", ".pt"), ("hed", "onnx", ".onnx"), ("mobilenet_v2", "state", ".zip")])
+def test_export_reloads_to_same_outputs(model, fmt, suffix, tmp_path, capsys):
+    output = tmp_path / f"model{suffix}"
+    assert main(["export", "--model", model, "--ratio", "0.3", "--format", fmt, "-o", str(output), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["path"] == str(output)
+    assert payload["bytes"] == output.stat().st_size > 0
+    assert payload["max_abs_difference"] < 1e-3
+    assert payload["recipe"]["config"]["ratio"] == 0.3
+
+
+def test_export_rejects_missing_folder(capsys):
+    assert main(["export", "--ratio", "0.3", "--format", "onnx", "-o", "/no/such/dir/m.onnx"]) == 2
+    assert "output directory not found" in capsys.readouterr().err

@@ -11,10 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from pruning import media
-
 from clips import (
     CLIP_FPS,
     CLIP_FRAMES,
@@ -24,9 +20,11 @@ from clips import (
     decode_output,
     write_audio_only,
     write_clip,
-    write_not_a_video,
+    write_unusable,
 )
+from PIL import Image
 
+from pruning import media
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -772,12 +770,7 @@ def test_transcode_stop_before_first_frame(clip: Path, tmp_path: Path):
 @pytest.mark.parametrize("kind", ["audio only", "zero bytes", "text"])
 def test_transcode_rejects_unusable_input_before_render(tmp_path: Path, kind: str):
     path = tmp_path / "input.mp4"
-    if kind == "audio only":
-        write_audio_only(path)
-    elif kind == "zero bytes":
-        path.write_bytes(b"")
-    else:
-        write_not_a_video(path)
+    write_unusable(path, kind)
     rendered: list[int] = []
 
     def count(frame: media.VideoFrame) -> Image.Image:

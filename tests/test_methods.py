@@ -3,13 +3,18 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_state, state_snapshot
+
 from pruning.calibration import calibration_images, holdout_images, to_batch
 from pruning.catalog import get_model_entry
 from pruning.explorer import PruneConfig, analyse_entry, prune
 from pruning.metrics import count_macs
-from pruning.recovery import distill, kept_output_channels, recalibrate_batchnorm, reconstruct
+from pruning.recovery import (
+    distill,
+    kept_output_channels,
+    recalibrate_batchnorm,
+    reconstruct,
+)
 from pruning.sensitivity import ratios_for_budget, scan
 from pruning.sweep import run_sweep
 from pruning.tasks import infer, output_fidelity
@@ -52,6 +57,7 @@ def test_taylor_differs_from_magnitude(mobilenet):
     assert np.mean(correlations) < 0.95
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_and_budget(mobilenet, mobilenet_l1, calibration):
     # a subset of groups keeps the scan short; the budget logic is the same for all
     from pruning.structured import Analysis
@@ -92,6 +98,7 @@ def test_batchnorm_recalibration_keeps_dense_fixed(mobilenet, calibration, holdo
     assert_same_state(mobilenet, snapshot)
 
 
+@pytest.mark.slow
 def test_reconstruction_recovers_agreement(mobilenet, mobilenet_l1, calibration, holdout):
     snapshot = state_snapshot(mobilenet)
     result = prune(mobilenet, PruneConfig("mobilenet_v2", 0.15, allocation="global"), analysis=mobilenet_l1)

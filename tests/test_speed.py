@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import state_snapshot
 from torch import nn
 
-from conftest import state_snapshot
 from pruning.explorer import PruneConfig, prune
 from pruning.speed import (
     DEFAULT_OPTIONS,

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_state, state_snapshot
+
 from pruning.catalog import get_model_entry
 from pruning.explorer import PruneConfig, analyse_entry, prune
 from pruning.importance import applicable_criteria, list_criteria

@@ -3,8 +3,8 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import assert_same_state, state_snapshot
+
 from pruning.explorer import PruneConfig, prune
 from pruning.metrics import count_parameters
 from pruning.unstructured import apply_masks, count_nonzero_parameters, weight_sparsity

@@ -6,7 +6,12 @@ import av
 import numpy as np
 import pytest
 import torch
-from clips import decode_output, write_audio_only, write_clip, write_not_a_video
+from clips import (
+    decode_output,
+    write_clip,
+    write_not_a_video,
+    write_unusable,
+)
 from PIL import Image
 
 from pruning.catalog import get_model_entry
@@ -164,12 +169,7 @@ def test_rotated_clip_is_upright(tmp_path, mobilenet, pruned_mobilenet):
 @pytest.mark.parametrize("kind", ["audio only", "zero bytes", "text"])
 def test_unusable_input_rejected_before_inference(tmp_path, mobilenet, pruned_mobilenet, kind):
     path = tmp_path / "input.mp4"
-    if kind == "audio only":
-        write_audio_only(path)
-    elif kind == "zero bytes":
-        path.write_bytes(b"")
-    else:
-        write_not_a_video(path)
+    write_unusable(path, kind)
     dense = CountingModel(mobilenet)
     pruned = CountingModel(pruned_mobilenet)
 

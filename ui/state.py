@@ -7,6 +7,7 @@ on a deep copy inside `pruning.explorer.prune`, and the cached pruned models are
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from pruning.explorer import (
     model_stats,
     prune,
 )
+from pruning.export import config_from_recipe, export, recipe
 from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_criterion
 from pruning.media import load_image, load_sample_image
 from pruning.metrics import LatencyStats, compare_latency
@@ -207,7 +209,7 @@ def _overrides_editor(name: str, criterion: str) -> dict[str, float]:
 
 
 def current_config() -> PruneConfig:
-    """The sidebar's configuration for this session (app.py draws the sidebar before every page)."""
+    """Return the sidebar's configuration for this session (app.py draws the sidebar before every page)."""
     config = st.session_state.get(CONFIG_KEY)
     if config is None:
         config = sidebar()
@@ -219,7 +221,7 @@ def current_entry() -> ModelEntry:
 
 
 def load_input_image(sample: str | None, upload: bytes | None, upload_name: str = "upload") -> Image.Image:
-    """The uploaded image if there is one, else the named sample photo; raises MediaError on a bad file."""
+    """Load the uploaded image if there is one, else the named sample photo; raise MediaError on a bad file."""
     if upload is not None:
         buffer = io.BytesIO(upload)
         buffer.name = upload_name  # error messages name the user's file
@@ -384,3 +386,43 @@ def run_recovery(
             models[method], _ = distill(entry, result.model, base, calibration_images(), budget_s=budget_s, progress=step)
     progress(1.0, "Measuring on held-out images…")
     return [recovery_row(entry, name, dense_output, infer(model, holdout)) for name, model in models.items()]
+
+
+def upload_limit_mb() -> int:
+    """Largest upload the server accepts, in MB (server.maxUploadSize in .streamlit/config.toml)."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+EXPORT_FILES = {"torchscript": ("TorchScript", ".pt"), "onnx": ("ONNX", ".onnx"), "state": ("recipe + weights", ".zip")}
+
+
+@st.cache_data(max_entries=8, show_spinner="Exporting the pruned model…")
+def export_bytes(config: PruneConfig, fmt: str) -> bytes:
+    """The pruned model for `config` in format `fmt`, as file bytes for a download button."""
+    with tempfile.TemporaryDirectory(prefix="pruning-export-") as folder:
+        path = export(load_pruned(config).model, config, fmt, Path(folder) / f"model{EXPORT_FILES[fmt][1]}")
+        return path.read_bytes()
+
+
+def apply_recipe(data: bytes) -> str | None:
+    """Set the sidebar from an uploaded recipe; return an error message, or None when it worked.
+
+    Runs as a widget callback, before the sidebar is drawn, when its widget values may still change.
+    """
+    try:
+        config = config_from_recipe(json.loads(data))
+    except (ValueError, KeyError) as error:
+        return f"The recipe could not be loaded: {error}"
+    st.session_state.update(
+        {
+            "sidebar_model": config.model,
+            "sidebar_mode": config.mode,
+            "sidebar_criterion": config.criterion,
+            "sidebar_allocation": config.allocation,
+            "sidebar_ratio": config.ratio,
+            "sidebar_round_to": config.round_to,
+            "sidebar_max_layer_ratio": config.max_layer_ratio,
+            OVERRIDES_KEY: dict(config.overrides),
+        }
+    )
+    return None

@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from pruning.catalog import TASK_CLASSIFICATION
 from pruning.explorer import PruneConfig, PruneResult
 from pruning.structured import Analysis, PruningPlan
 
@@ -119,7 +120,7 @@ def layer_overview_chart(result: PruneResult) -> go.Figure:
 
 
 def all_scores_chart(analysis: Analysis, plan: PruningPlan) -> go.Figure:
-    """Every channel of every prunable group: its score (relative to the group's mean), kept or removed."""
+    """Plot every channel of every prunable group: its score relative to the group mean, kept or removed."""
     traces = {True: ([], [], []), False: ([], [], [])}
     for group in analysis.groups:
         removed = set(plan.remove.get(group.name, ()))
@@ -252,3 +253,35 @@ def group_members_table(members: tuple[str, ...]) -> list[dict[str, str]]:
         name, _, direction = member.rpartition(" (")
         rows.append({"layer": name, "loses": "output channels" if direction.startswith("out") else "input channels"})
     return rows
+
+
+def image_comparison(entry, image, comparison, caption: str) -> None:
+    """Draw one input and both models' outputs with their fidelity (Images and Camera pages)."""
+    fidelity = comparison.fidelity
+    if entry.task == TASK_CLASSIFICATION:
+        photo, chart = st.columns([1, 2])
+        photo.image(image, caption=caption, width="stretch")
+        chart.plotly_chart(top_k_chart(comparison.dense_top, comparison.pruned_top), width="stretch")
+        columns = st.columns(3)
+        columns[0].metric("Same top-1 class", "yes" if fidelity["top1_agreement"] == 1.0 else "no")
+        columns[1].metric("Top-5 overlap", f"{fidelity['top5_overlap']:.0%}")
+        columns[2].metric("KL(dense ‖ pruned)", f"{fidelity['kl_divergence']:.3f}")
+        if fidelity["top1_agreement"] < 1.0:
+            st.info(
+                "The pruned model no longer agrees with the dense one. ImageNet classifiers lose their "
+                "predictions after even light structured pruning unless the network is retrained; compare "
+                "ratio 0.05 with 0.3, and see the Recovery page for what a short repair can win back."
+            )
+        return
+
+    columns = st.columns(4)
+    columns[0].image(image, caption=caption, width="stretch")
+    columns[1].image(comparison.dense_image, caption="dense edges", width="stretch")
+    columns[2].image(comparison.pruned_image, caption="pruned edges", width="stretch")
+    columns[3].image(comparison.difference_image, caption="difference: red lost, blue new", width="stretch")
+    metrics = st.columns(3)
+    psnr = fidelity["psnr_db"]
+    metrics[0].metric("PSNR vs dense", "identical" if psnr == float("inf") else f"{psnr:.1f} dB")
+    metrics[1].metric("Edge F1 vs dense", f"{fidelity['edge_f1']:.3f}")
+    metrics[2].metric("Mean absolute difference", f"{fidelity['mean_abs_error']:.4f}")
+    st.caption("Edge F1 compares the two maps thresholded at 0.5, pixel by pixel.")
