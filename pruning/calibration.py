@@ -31,21 +31,35 @@ def _skimage_photo(filename: str) -> Image.Image:
     return load_image(folder / filename)
 
 
-@functools.lru_cache(maxsize=4)
-def calibration_images(frames: int = 32) -> tuple[Image.Image, ...]:
-    """Shipped photos plus `frames` frames spread over the street clip (bikes.mp4)."""
+def _frames(clip: str, *, offset: int, stride: int, count: int) -> list[Image.Image]:
+    """Frames offset, offset + stride, ... of a sample clip, at most `count` of them."""
+    frames = []
+    for frame in iter_frames(sample_video_path(clip)):
+        if frame.index >= offset and (frame.index - offset) % stride == 0:
+            frames.append(frame.image)
+            if len(frames) == count:
+                break
+    return frames
+
+
+# Both sets draw frames from both clips, interleaved so that no frame is in both: calibrating on
+# one clip and testing on the other measures the change of scene more than the pruning.
+@functools.lru_cache(maxsize=2)
+def calibration_images() -> tuple[Image.Image, ...]:
+    """Shipped photos plus frames 0, 8, 16, ... of the street clip and 0, 4, 8, ... of the animated film."""
     images = [load_sample_image(name) for name in CALIBRATION_PHOTOS]
-    stride = max(1, 250 // max(frames, 1))
-    images += [frame.image for frame in iter_frames(sample_video_path("bikes"), max_frames=frames, stride=stride)]
+    images += _frames("bikes", offset=0, stride=8, count=32)
+    images += _frames("bigbuckbunny", offset=0, stride=4, count=33)
     return tuple(images)
 
 
-@functools.lru_cache(maxsize=4)
-def holdout_images(frames: int = 48) -> tuple[Image.Image, ...]:
-    """Photos and animated-film frames that the calibration set does not contain."""
+@functools.lru_cache(maxsize=2)
+def holdout_images() -> tuple[Image.Image, ...]:
+    """Photos and frames that the calibration set does not contain (frames 4, 12, ... and 2, 6, ...)."""
     images = [load_sample_image(name) for name in HOLDOUT_PHOTOS]
     images += [_skimage_photo(filename) for filename in _EXTRA_PHOTOS]
-    images += [frame.image for frame in iter_frames(sample_video_path("bigbuckbunny"), max_frames=frames, stride=2)]
+    images += _frames("bikes", offset=4, stride=8, count=31)
+    images += _frames("bigbuckbunny", offset=2, stride=4, count=33)
     return tuple(images)
 
 

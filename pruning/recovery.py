@@ -249,24 +249,33 @@ def reconstruct(
     Layer by layer in network order, each refit layer maps the pruned model's own input
     activations to the dense layer's output on the same images (pre-BatchNorm for convs). So the
     error of earlier layers is corrected instead of compounded. The idea follows ThiNet (Luo et
-    al., ICCV 2017) and channel pruning by reconstruction (He et al., ICCV 2017). `kept_outputs` maps a layer to the
-    dense output channels it kept; layers missing from it kept all of them.
+    al., ICCV 2017) and channel pruning by reconstruction (He et al., ICCV 2017). In residual blocks
+    the last conv targets the dense block output instead, so the skip path's error is corrected too.
+    `kept_outputs` maps a layer to the dense output channels it kept; layers missing from it kept
+    all of them.
     """
     model = copy.deepcopy(pruned).eval()
     names = [name for name in _refit_targets(model) if name in dict(dense.named_modules())]
+    residual = {conv: block for block, conv in _residual_projections(model).items() if conv in names}
     generator = torch.Generator().manual_seed(seed)
     positions: dict[str, torch.Tensor] = {}
     targets: dict[str, torch.Tensor] = {}
+    block_outputs: dict[str, torch.Tensor] = {}  # conv name -> dense block output at its positions
+    block_inputs: dict[str, torch.Tensor] = {}  # conv name -> pruned block input at its positions
 
     # dense pass: the output of every target layer at random positions, the same ones used below
-    def capture(module, args, output, name):
+    def capture(output, name):
         if output.dim() == 4:
             per_image = max(1, -(-samples // output.shape[0]))
             positions[name] = torch.randint(output.shape[2] * output.shape[3], (output.shape[0], per_image), generator=generator)
         targets[name] = _sample_rows(output.detach(), positions.get(name)).double()
 
+    def capture_block(output, conv):
+        block_outputs[conv] = _sample_rows(output.detach(), positions[conv]).double()
+
     dense_layers = dict(dense.named_modules())
-    handles = [dense_layers[name].register_forward_hook(lambda m, a, o, name=name: capture(m, a, o, name)) for name in names]
+    handles = [dense_layers[name].register_forward_hook(lambda m, a, o, name=name: capture(o, name)) for name in names]
+    handles += [dense_layers[block].register_forward_hook(lambda m, a, o, conv=conv: capture_block(o, conv)) for conv, block in residual.items()]
     try:
         with torch.inference_mode():
             dense(inputs)
@@ -277,9 +286,17 @@ def reconstruct(
     # pruned pass: refit each layer from the activations that reach it after the earlier refits
     def refit(module, args, name):
         features = _sample_rows(args[0].detach(), positions.get(name)).double()
-        target = targets[name]
-        if name in kept_outputs:
-            target = target[:, kept_outputs[name]]
+        kept = kept_outputs.get(name)
+        if name in residual:
+            # Target the dense block output: skip input + BN(conv). Solving for the conv output that
+            # makes the pruned block reproduce it also corrects the error carried by the skip path.
+            batchnorm = _following_batchnorm(model, name)
+            scale = (batchnorm.weight / (batchnorm.running_var + batchnorm.eps).sqrt()).double()
+            shift = batchnorm.bias.double() - scale * batchnorm.running_mean.double()
+            dense_block = block_outputs[name] if kept is None else block_outputs[name][:, kept]
+            target = (dense_block - block_inputs[name] - shift) / scale
+        else:
+            target = targets[name] if kept is None else targets[name][:, kept]
         design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], 1)
         gram = design.T @ design
         penalty = ridge * torch.trace(gram) / gram.shape[0]
@@ -302,9 +319,26 @@ def reconstruct(
                 # BN(y + b) with running mean m equals BN(y) with running mean m - b
                 batchnorm.running_mean.sub_(bias)
 
+    def remember_input(args, conv):
+        block_inputs[conv] = _sample_rows(args[0].detach(), positions[conv]).double()
+
     layers = dict(model.named_modules())
-    _forward_with_pre_hooks(model, inputs, {layers[name]: (lambda m, a, name=name: refit(m, a, name)) for name in names})
+    hooks = {layers[name]: (lambda m, a, name=name: refit(m, a, name)) for name in names}
+    hooks.update({layers[block]: (lambda m, a, conv=conv: remember_input(a, conv)) for conv, block in residual.items()})
+    _forward_with_pre_hooks(model, inputs, hooks)
     return model
+
+
+def _residual_projections(model: nn.Module) -> dict[str, str]:
+    """Map each residual block (torchvision's InvertedResidual with a skip) to its last 1x1 conv."""
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, InvertedResidual) and module.use_res_connect:
+            convs = [child for child, layer in module.conv.named_modules() if isinstance(layer, nn.Conv2d)]
+            found[name] = f"{name}.conv.{convs[-1]}"
+    return found
 
 
 def kept_output_channels(analysis, plan) -> dict[str, list[int]]:
