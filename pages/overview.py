@@ -2,6 +2,7 @@ import json
 
 import streamlit as st
 
+from pruning.export import recipe
 from ui import state, views
 
 st.title("Pruning Explorer")
@@ -54,7 +55,7 @@ for column, (fmt, (label, suffix)) in zip(columns, state.EXPORT_FILES.items()):
         )
 columns[-1].download_button(
     "Download recipe (JSON)",
-    json.dumps(state.recipe(config), indent=2),
+    json.dumps(recipe(config), indent=2),
     file_name=f"{config.model}-recipe.json",
     mime="application/json",
     key="overview_download_recipe",

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .calibration import calibration_images, holdout_images, to_batch
 from .catalog import DEFAULT_MODEL, get_model_entry, list_models
+from .explorer import MODES, PruneConfig, analyse_entry, model_stats, prune
 from .export import FORMATS, export, load_state, recipe, run_onnx
-from .explorer import MODES, PruneConfig, model_stats, prune
-from .importance import DEFAULT_CRITERION, list_criteria
+from .importance import DEFAULT_CRITERION, get_criterion, list_criteria
 from .media import (
     MIN_SIDE,
     MediaError,
@@ -28,7 +29,10 @@ from .media import (
     sample_image_names,
 )
 from .metrics import compare_latency
+from .sensitivity import ratios_for_budget, scan
 from .structured import ALLOCATIONS, MAX_RATIO
+from .sweep import DEFAULT_RATIOS as SWEEP_RATIOS
+from .sweep import run_sweep
 from .tasks import infer, output_fidelity, prepare_input
 
 EXIT_USAGE = 2
@@ -64,6 +68,34 @@ _ratio = _argument_type(float, lambda value: 0.0 <= value <= MAX_RATIO, "invalid
 _positive_int = _argument_type(int, lambda value: value >= 1, "invalid count {text}: use a whole number of at least 1")
 _positive_seconds = _argument_type(float, lambda value: 0 < value < float("inf"), "invalid duration {text}: use a number of seconds above 0")
 _max_side = _argument_type(int, lambda value: value >= MIN_SIDE, "invalid size {text}: use a whole number of pixels, at least " + str(MIN_SIDE))
+
+
+_share = _argument_type(float, lambda value: 0.0 < value < 1.0, "invalid share {text}: use a number between 0 and 1")
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    values = tuple(_ratio(part) for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"invalid ratios {text!r}: give comma-separated numbers from 0 to {MAX_RATIO}")
+    return values
+
+
+def _criteria(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in list_criteria()]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"invalid criteria {text!r}: choose from {', '.join(list_criteria())}")
+    return names
+
+
+def _progress(label: str):
+    """Progress callback that redraws one line on stderr, only when stderr is a terminal."""
+
+    def report(done: int, total: int | None) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{label} {done}/{total or '?'}", end="" if done != total else "\n", file=sys.stderr, flush=True)
+
+    return report
 
 
 def _add_pruning_options(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--max-side", type=_max_side, default=None, help="shrink frames to at most this many pixels on the longer side before the models (default: no cap)"
     )
+    sweep = commands.add_parser("sweep", help="prune at a range of ratios and measure fidelity, size and latency")
+    sweep.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
+    sweep.add_argument("--criteria", type=_criteria, default=("l1", "random"), help="comma-separated criteria (default: l1,random)")
+    sweep.add_argument("--ratios", type=_ratios, default=SWEEP_RATIOS, help="comma-separated channel ratios, 0 to 0.9 (default: 0,0.1,...,0.9)")
+    sweep.add_argument("--allocation", default="uniform", choices=ALLOCATIONS, help="(default: %(default)s)")
+    sweep.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+    sensitivity = commands.add_parser("sensitivity", help="prune each layer alone and measure the fidelity drop")
+    sensitivity.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
+    sensitivity.add_argument("--criterion", default=DEFAULT_CRITERION, choices=list_criteria(), help="(default: %(default)s)")
+    sensitivity.add_argument("--ratios", type=_ratios, default=(0.25, 0.5, 0.75), help="comma-separated ratios per layer (default: 0.25,0.5,0.75)")
+    sensitivity.add_argument("--images", type=_positive_int, default=16, help="calibration images per measurement (default: %(default)s)")
+    sensitivity.add_argument(
+        "--mac-reduction", type=_share, default=None, help="also print per-layer ratios that remove this share of MACs, e.g. 0.33 for 1.5x"
+    )
+    sensitivity.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
     export_parser = commands.add_parser("export", help="prune a model and save it as TorchScript, ONNX or a state file")
     _add_pruning_options(export_parser)
     export_parser.add_argument("--format", required=True, choices=FORMATS, help="torchscript (.pt), onnx (.onnx) or state (.zip: recipe + weights)")
@@ -137,6 +186,43 @@ def _export(args: argparse.Namespace) -> dict[str, Any]:
         "max_abs_difference": float((reloaded - expected).abs().max()),
         "recipe": recipe(config),
     }
+
+
+def _sweep(args: argparse.Namespace) -> dict[str, Any]:
+    entry, base = _build_base(args.model)
+    for criterion in args.criteria:
+        get_criterion(criterion).check_applies(base)
+    inputs = to_batch(entry, holdout_images())
+    points = run_sweep(args.model, base, inputs, criteria=args.criteria, ratios=args.ratios, allocation=args.allocation, progress=_progress("sweep"))
+    return {
+        "model": args.model,
+        "allocation": args.allocation,
+        "holdout_images": len(inputs),
+        "points": [
+            {"criterion": p.criterion, "ratio": p.ratio, "params": p.params, "macs": p.macs, "latency_ms": round(p.latency_ms, 3), "fidelity": p.fidelity}
+            for p in points
+        ],
+    }
+
+
+def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
+    entry, base = _build_base(args.model)
+    analysis = analyse_entry(entry, base, args.criterion)
+    inputs = to_batch(entry, calibration_images()[: args.images])
+    result = scan(entry, base, analysis, inputs, ratios=args.ratios, progress=_progress("layers"))
+    payload: dict[str, Any] = {
+        "model": args.model,
+        "criterion": args.criterion,
+        "ratios": list(result.ratios),
+        "dense_macs": result.dense_macs,
+        "layers": [
+            {"name": name, "fidelity": result.fidelity[g].tolist(), "macs_saved": result.macs_saved[g].astype(int).tolist()}
+            for g, name in enumerate(result.groups)
+        ],
+    }
+    if args.mac_reduction is not None:
+        payload["overrides"] = ratios_for_budget(result, args.mac_reduction)
+    return payload
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
@@ -282,7 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     # load_image reports oversized images itself, in one line; Pillow's warning would add two more
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     args = build_parser().parse_args(argv)
-    handlers = {"models": _models, "prune": _prune, "video": _video, "export": _export}
+    handlers = {
+        "models": _models,
+        "prune": _prune,
+        "video": _video,
+        "export": _export,
+        "sweep": _sweep,
+        "sensitivity": _sensitivity,
+    }
     try:
         payload = handlers[args.command](args)
     except (UsageError, MediaError, ValueError, KeyError) as error:

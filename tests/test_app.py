@@ -308,3 +308,27 @@ def test_export_and_recipe_round_trip():
 
     fresh.file_uploader(key="overview_recipe_upload").set_value(("bad.json", b"{}", "application/json")).run()
     assert any("could not be loaded" in e.value for e in fresh.error)
+
+
+def test_link_restores_view():
+    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+    app.query_params.update({"model": "hed", "ratio": "0.45", "criterion": "fpgm", "allocation": "global", "round_to": "8"})
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.selectbox(key="sidebar_model").value == "hed"
+    assert app.slider(key="sidebar_ratio").value == 0.45
+    assert app.selectbox(key="sidebar_criterion").value == "fpgm"
+    assert app.radio(key="sidebar_allocation").value == "global"
+    # the URL follows the widgets
+    app.slider(key="sidebar_ratio").set_value(0.2).run()
+    assert app.query_params["ratio"] == ["0.2"] or app.query_params["ratio"] == "0.2"
+    assert app.query_params["model"] in ("hed", ["hed"])
+
+
+def test_bad_link_falls_back_with_warning():
+    app = AppTest.from_file(ENTRY, default_timeout=TIMEOUT)
+    app.query_params.update({"model": "resnet9000", "ratio": "abc"})
+    app.run()
+    assert not app.exception
+    assert any("Ignored from the link" in w.value for w in app.warning)
+    assert app.selectbox(key="sidebar_model").value == "mobilenet_v2"

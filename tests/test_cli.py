@@ -146,3 +146,42 @@ def test_export_reloads_to_same_outputs(model, fmt, suffix, tmp_path, capsys):
 def test_export_rejects_missing_folder(capsys):
     assert main(["export", "--ratio", "0.3", "--format", "onnx", "-o", "/no/such/dir/m.onnx"]) == 2
     assert "output directory not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_json(capsys):
+    assert main(["sweep", "--model", "mobilenet_v2", "--criteria", "l1,random", "--ratios", "0,0.5", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    points = payload["points"]
+    assert [(p["criterion"], p["ratio"]) for p in points] == [("l1", 0.0), ("l1", 0.5), ("random", 0.0), ("random", 0.5)]
+    assert points[0]["fidelity"] == 1.0
+    assert points[1]["macs"] < points[0]["macs"]
+
+
+@pytest.mark.slow
+def test_sensitivity_json_with_budget(capsys):
+    args = ["sensitivity", "--model", "mobilenet_v2", "--ratios", "0.5", "--images", "2", "--mac-reduction", "0.2", "--json"]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["layers"]) == 25
+    assert all(0.0 <= layer["fidelity"][0] <= 1.0 for layer in payload["layers"])
+    assert payload["overrides"]
+    assert set(payload["overrides"].values()) == {0.5}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sweep", "--criteria", "l1,nope"), "invalid criteria 'l1,nope'"),
+        (("sweep", "--ratios", "0,2"), "invalid ratio '2'"),
+        (("sweep", "--model", "hed", "--criteria", "bn_scale"), "no BatchNorm layers"),
+        (("sensitivity", "--mac-reduction", "1.5"), "invalid share '1.5'"),
+    ],
+)
+def test_sweep_and_sensitivity_bad_input(args, message, capsys):
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:
+        status = exit_.code
+    assert status == 2
+    assert message in capsys.readouterr().err

@@ -29,9 +29,9 @@ from pruning.explorer import (
     model_stats,
     prune,
 )
-from pruning.export import config_from_recipe, export, recipe
+from pruning.export import config_from_recipe, export
 from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_criterion
-from pruning.media import load_image, load_sample_image
+from pruning.media import load_image, load_sample_image, sample_image_names
 from pruning.metrics import LatencyStats, compare_latency
 from pruning.recovery import (
     distill,
@@ -96,10 +96,91 @@ def latency_pair(config: PruneConfig) -> tuple[LatencyStats, LatencyStats]:
     return compare_latency(load_base_model(config.model), load_pruned(config).model, inputs)
 
 
+# URL query parameter -> (session state key of the widget, parser). A link with these
+# parameters opens the same view; the sidebar keeps them in step with the widgets.
+SHARED_PARAMETERS = {
+    "model": ("sidebar_model", str),
+    "mode": ("sidebar_mode", str),
+    "criterion": ("sidebar_criterion", str),
+    "allocation": ("sidebar_allocation", str),
+    "ratio": ("sidebar_ratio", float),
+    "round_to": ("sidebar_round_to", int),
+    "max_layer": ("sidebar_max_layer_ratio", float),
+    "sample": ("images_sample", str),
+}
+LINK_READ_KEY = "link_read"
+
+
+def _read_link() -> list[str]:
+    """Copy valid query parameters into widget state once per session; return the names of invalid ones."""
+    if st.session_state.get(LINK_READ_KEY):
+        return []
+    st.session_state[LINK_READ_KEY] = True
+    params = st.query_params
+    values = {}
+    rejected = []
+    for parameter, (key, parse) in SHARED_PARAMETERS.items():
+        if parameter in params:
+            try:
+                values[key] = parse(params[parameter])
+            except ValueError:
+                rejected.append(parameter)
+    overrides = {}
+    for item in filter(None, params.get("overrides", "").split(",")):
+        layer, _, ratio = item.rpartition(":")
+        try:
+            overrides[layer] = float(ratio)
+        except ValueError:
+            rejected.append("overrides")
+
+    # validate the whole configuration the link describes before applying any of it
+    try:
+        PruneConfig(
+            model=values.get("sidebar_model", list_models()[0]),
+            ratio=values.get("sidebar_ratio", DEFAULT_RATIO),
+            criterion=values.get("sidebar_criterion", DEFAULT_CRITERION),
+            mode=values.get("sidebar_mode", MODES[0]),
+            allocation=values.get("sidebar_allocation", ALLOCATIONS[0]),
+            round_to=values.get("sidebar_round_to", 1),
+            max_layer_ratio=values.get("sidebar_max_layer_ratio", MAX_GROUP_RATIO),
+        ).validate()
+    except (ValueError, KeyError) as error:
+        return rejected + [str(error.args[0] if error.args else error)]
+    if "images_sample" in values and values["images_sample"] not in sample_image_names():
+        rejected.append("sample")
+        values.pop("images_sample")
+    st.session_state.update(values)
+    if overrides:
+        st.session_state[OVERRIDES_KEY] = overrides
+    return rejected
+
+
+def _write_link(config: PruneConfig) -> None:
+    """Keep the URL's query string equal to the current configuration, so the address bar is a shareable link."""
+    wanted = {
+        "model": config.model,
+        "mode": config.mode,
+        "criterion": config.criterion,
+        "allocation": config.allocation,
+        "ratio": f"{config.ratio:g}",
+        "round_to": str(config.round_to),
+        "max_layer": f"{config.max_layer_ratio:g}",
+    }
+    if config.overrides:
+        wanted["overrides"] = ",".join(f"{layer}:{ratio:g}" for layer, ratio in config.overrides)
+    if "images_sample" in st.session_state:
+        wanted["sample"] = st.session_state["images_sample"]
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
+
+
 def sidebar() -> PruneConfig:
     """Draw the shared sidebar and return the configuration it selects."""
+    rejected = _read_link()
     with st.sidebar:
         st.header("Pruning setup")
+        if rejected:
+            st.warning("Ignored from the link: " + "; ".join(rejected) + ". The defaults are used instead.")
         name = st.selectbox(
             "Model",
             list_models(),
@@ -178,6 +259,7 @@ def sidebar() -> PruneConfig:
         max_layer_ratio=float(max_layer_ratio),
     )
     st.session_state[CONFIG_KEY] = config
+    _write_link(config)
     return config
 
 
