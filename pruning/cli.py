@@ -70,6 +70,7 @@ _positive_seconds = _argument_type(float, lambda value: 0 < value < float("inf")
 _max_side = _argument_type(int, lambda value: value >= MIN_SIDE, "invalid size {text}: use a whole number of pixels, at least " + str(MIN_SIDE))
 
 
+_non_negative_seconds = _argument_type(float, lambda value: 0 <= value < float("inf"), "invalid duration {text}: use a number of seconds, 0 or more")
 _share = _argument_type(float, lambda value: 0.0 < value < 1.0, "invalid share {text}: use a number between 0 and 1")
 
 
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pruning_options(prune_parser)
     prune_parser.add_argument(
         "--image", action="append", type=Path, metavar="PATH", help="image for fidelity (repeatable; default: the shipped sample photos)"
+    )
+    prune_parser.add_argument(
+        "--latency-budget",
+        type=_non_negative_seconds,
+        default=3.0,
+        help="seconds of timed runs after the first 5 of each model (default: %(default)s; 0 for a quick estimate)",
     )
 
     video = commands.add_parser("video", help="run dense and pruned models on a clip and write a side-by-side H.264 mp4")
@@ -266,7 +273,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     dense_stats = model_stats(base, example)
     pruned_stats = model_stats(result.model, example)
     timing_input = torch.randn(example.shape, generator=torch.Generator().manual_seed(0))
-    dense_latency, pruned_latency = compare_latency(base, result.model, timing_input)
+    dense_latency, pruned_latency = compare_latency(base, result.model, timing_input, budget_s=args.latency_budget)
 
     fidelity_rows = []
     output_shape = {}

@@ -185,3 +185,30 @@ def test_sweep_and_sensitivity_bad_input(args, message, capsys):
         status = exit_.code
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+CLI_CASES = [
+    (model, criterion, mode, allocation)
+    for model in ("mobilenet_v2", "hed")
+    for criterion in ("l1", "l2", "bn_scale", "taylor", "fpgm", "lamp", "random")
+    for mode, allocation in (("structured", "uniform"),)
+    if (model, criterion) != ("hed", "bn_scale")
+] + [(model, "l1", mode, "global") for model in ("mobilenet_v2", "hed") for mode in ("structured", "unstructured")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "criterion", "mode", "allocation"), CLI_CASES)
+def test_prune_every_method(model, criterion, mode, allocation, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (90, 140, 200)).save(image)
+    args = ["prune", "--model", model, "--ratio", "0.3", "--criterion", criterion, "--mode", mode, "--allocation", allocation]
+    assert main(args + ["--image", str(image), "--latency-budget", "0", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert (payload["criterion"], payload["mode"], payload["allocation"]) == (criterion, mode, allocation)
+    if mode == "structured":
+        assert payload["macs"]["pruned"] < payload["macs"]["dense"]
+    else:
+        assert payload["nonzero_params"]["pruned"] < payload["nonzero_params"]["dense"]
+    assert payload["output_shape"]["pruned"] == payload["output_shape"]["dense"]

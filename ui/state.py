@@ -157,7 +157,7 @@ def _read_link() -> list[str]:
 
 def _write_link(config: PruneConfig) -> None:
     """Keep the URL's query string equal to the current configuration, so the address bar is a shareable link."""
-    wanted = {
+    expected = {
         "model": config.model,
         "mode": config.mode,
         "criterion": config.criterion,
@@ -167,11 +167,11 @@ def _write_link(config: PruneConfig) -> None:
         "max_layer": f"{config.max_layer_ratio:g}",
     }
     if config.overrides:
-        wanted["overrides"] = ",".join(f"{layer}:{ratio:g}" for layer, ratio in config.overrides)
+        expected["overrides"] = ",".join(f"{layer}:{ratio:g}" for layer, ratio in config.overrides)
     if "images_sample" in st.session_state:
-        wanted["sample"] = st.session_state["images_sample"]
-    if st.query_params.to_dict() != wanted:
-        st.query_params.from_dict(wanted)
+        expected["sample"] = st.session_state["images_sample"]
+    if st.query_params.to_dict() != expected:
+        st.query_params.from_dict(expected)
 
 
 def sidebar() -> PruneConfig:
@@ -480,7 +480,7 @@ EXPORT_FILES = {"torchscript": ("TorchScript", ".pt"), "onnx": ("ONNX", ".onnx")
 
 @st.cache_data(max_entries=8, show_spinner="Exporting the pruned model…")
 def export_bytes(config: PruneConfig, fmt: str) -> bytes:
-    """The pruned model for `config` in format `fmt`, as file bytes for a download button."""
+    """Export the pruned model for `config` in format `fmt` and return the file bytes for a download button."""
     with tempfile.TemporaryDirectory(prefix="pruning-export-") as folder:
         path = export(load_pruned(config).model, config, fmt, Path(folder) / f"model{EXPORT_FILES[fmt][1]}")
         return path.read_bytes()
