@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import re
 import logging
 import math
 import os
@@ -165,11 +166,10 @@ def _too_many_pixels_message(
         width, height = size
         found = f"is {width}×{height} = {width * height:,} pixels"
     else:
-        found = f"is too large for Pillow to open safely ({pillow_error})"
-    return (
-        f"{label} {found}, over the limit of {max_pixels:,} pixels "
-        f"(Pillow's own limit is {Image.MAX_IMAGE_PIXELS:,}). Downscale it below the limit and upload it again."
-    )
+        # Pillow refused before the size was known to us; its message carries the pixel count
+        match = re.search(r"\((\d+) pixels\)", str(pillow_error))
+        found = f"has {int(match.group(1)):,} pixels" if match else "is too large to open safely"
+    return f"{label} {found}, over the limit of {max_pixels:,} pixels. Downscale it below the limit and upload it again."
 
 
 def _to_upright_rgb(image: Image.Image) -> Image.Image:

@@ -227,8 +227,18 @@ def test_load_image_bomb_error(monkeypatch: pytest.MonkeyPatch):
     # Pillow raises DecompressionBombError above twice MAX_IMAGE_PIXELS: 200 > 2 * 50
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
 
-    with pytest.raises(media.MediaError, match="too large for Pillow"):
+    with pytest.raises(media.MediaError, match="has 200 pixels, over the limit"):
         media.load_image(data)
+
+
+def test_load_image_real_bomb_names_size():
+    # a 20000 x 20000 one-bit PNG is small on disk but would decode to 400 million pixels
+    buffer = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buffer, format="PNG")
+    with pytest.raises(media.MediaError) as error:
+        media.load_image(buffer.getvalue())
+    assert "400,000,000 pixels" in str(error.value)
+    assert "limit of 50,000,000 pixels" in str(error.value)
 
 
 def test_load_image_bomb_warning_error(monkeypatch: pytest.MonkeyPatch):
