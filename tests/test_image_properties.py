@@ -12,7 +12,8 @@ from pruning.media import load_image
 from pruning.tasks import prepare_input
 
 MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
-FORMATS = {"PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I"}, "TIFF": set(MODES), "JPEG": {"L", "RGB", "CMYK"}}
+# Pillow 13 writes 32-bit integer (I) images only as TIFF, not PNG.
+FORMATS = {"PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}, "TIFF": set(MODES), "JPEG": {"L", "RGB", "CMYK"}}
 
 
 @st.composite
