@@ -23,6 +23,7 @@ pages = [
     st.Page(PAGES / "camera.py", title="Camera", icon=":material/photo_camera:"),
     st.Page(PAGES / "sensitivity.py", title="Sensitivity and sweeps", icon=":material/ssid_chart:"),
     st.Page(PAGES / "recovery.py", title="Recovery", icon=":material/healing:"),
+    st.Page(PAGES / "report.py", title="Report", icon=":material/summarize:"),
 ]
 navigation = st.navigation(pages)
 sidebar()

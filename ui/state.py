@@ -508,3 +508,55 @@ def apply_recipe(data: bytes) -> str | None:
         }
     )
     return None
+
+
+# --- report page ---------------------------------------------------------------------------------
+
+from pruning.report import (
+    ReportData,
+    ReportExport,
+    collect_report,
+    curve_criteria,
+    export_report,
+)
+
+SWEEP_RESULT_KEY = "sweep_result"  # (model, criteria, points), written by the Sensitivity page's sweep
+
+
+def saved_sweep_curve(config: PruneConfig) -> tuple[list[SweepPoint], str] | None:
+    """Return the Sensitivity page's sweep points that fit the report of `config`, and what they measured.
+
+    A sweep fits when it ran on the same model in structured mode and includes the sidebar's criterion.
+    """
+    saved = st.session_state.get(SWEEP_RESULT_KEY)
+    if saved is None or config.mode != "structured":
+        return None
+    model, criteria, points = saved
+    if model != config.model or config.criterion not in criteria:
+        return None
+    # NOTE: the saved sweep does not record its allocation, so one run before the sidebar's allocation
+    # changed is reused as it is. It always uses the default rounding and per-layer maximum.
+    shown = curve_criteria(config)
+    source = f"all {len(holdout_images())} held-out images, from the ratio sweep on the Sensitivity page"
+    return [point for point in points if point.criterion in shown], source
+
+
+def build_report(config: PruneConfig, sample: str, progress: Callable[[float, str], None]) -> tuple[ReportData, ReportExport]:
+    """Measure the report of `config` with `sample` as the example photo, and export its HTML and PNG files.
+
+    Reuses the cached pruned model and latency, and the Sensitivity page's sweep when it fits.
+    Raises ValueError or RuntimeError when the configuration cannot be pruned.
+    """
+    saved = saved_sweep_curve(config)
+    curve, source = saved if saved is not None else (None, "")
+    data = collect_report(
+        config,
+        load_base_model(config.model),
+        load_pruned(config),
+        sample=sample,
+        latency=latency_pair(config),
+        curve=curve,
+        curve_source=source,
+        progress=progress,
+    )
+    return data, export_report(data)
