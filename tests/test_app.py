@@ -332,3 +332,34 @@ def test_bad_link_falls_back_with_warning():
     assert not app.exception
     assert any("Ignored from the link" in w.value for w in app.warning)
     assert app.selectbox(key="sidebar_model").value == "mobilenet_v2"
+
+
+def test_report_offers_downloads():
+    from pathlib import Path
+
+    app = go_to(open_app(sidebar_ratio=0.3), "report")
+    assert not app.get("download_button")  # nothing to download before the report is built
+    app.button(key="report_build").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert float(metric(app, "Speed-up").rstrip("×")) > 0
+    assert metric(app, "MAC reduction").endswith("%")
+    assert len(app.get("plotly_chart")) == 3  # costs, top-5 and the fidelity curve
+    labels = [button.proto.label for button in app.get("download_button")]
+    assert labels[0] == "Download the report (HTML)"
+    if Path("/usr/bin/chromium").exists():
+        assert labels[1:] == ["Download the charts (PNG, zip)"]
+    else:
+        assert "No PNG charts" in app.main.warning[0].value
+
+
+def test_report_reuses_sensitivity_sweep():
+    from pruning.sweep import SweepPoint
+
+    # a stand-in for the Sensitivity page's sweep, which takes over a minute to run for real
+    points = [SweepPoint(criterion, ratio, 1, 1, 1.0, 1.0 - ratio) for criterion in ("l1", "random") for ratio in (0.0, 0.5)]
+    app = go_to(open_app(sidebar_ratio=0.3, sweep_result=("mobilenet_v2", ("l1", "random"), points)), "report")
+    assert "reuses the ratio sweep" in app.main.caption[0].value
+    app.button(key="report_build").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "from the ratio sweep on the Sensitivity page" in app.main.caption[-1].value
