@@ -241,3 +241,53 @@ def test_camera_snapshot_runs_both_models(camera_browser, server):
         screenshot(tab, "camera")
     finally:
         context.close()
+
+
+def test_exported_report_opens_offline(page, browser, tmp_path):
+    page.get_by_text("Pruning setup").first.wait_for()
+    open_page(page, "Report")
+    page.get_by_role("button", name="Build the report").click()
+    html_button = page.get_by_role("button", name="Download the report (HTML)")
+    html_button.wait_for()
+    wait_until_idle(page)
+    screenshot(page, "report")
+    with page.expect_download() as download:
+        html_button.click()
+    report = tmp_path / "report.html"
+    download.value.save_as(report)
+
+    # offline, and every request other than the file itself is recorded and aborted
+    context = browser.new_context(offline=True, viewport={"width": 1200, "height": 900})
+    requests, errors = [], []
+
+    def block_remote(route):
+        if route.request.url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            requests.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", block_remote)
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        tab.goto(report.as_uri())
+        tab.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+        assert tab.locator(".js-plotly-plot").count() == 3  # costs, top-5 and the fidelity curve
+        assert tab.locator("#chart-costs .barlayer .point path").count() == 4
+        assert tab.locator("#chart-fidelity-curve .scatterlayer .trace path.js-line").count() >= 2
+        assert tab.locator("img[src^='data:image/jpeg']").count() == 1
+
+        # the charts respond to the mouse: hovering over a bar shows its label. Plotly's drag layer
+        # covers the bars, so the mouse moves to the bar's centre instead of hovering the element.
+        bar = tab.locator("#chart-costs .barlayer .point path").first
+        bar.scroll_into_view_if_needed()
+        box = bar.bounding_box()
+        tab.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+        tab.locator("#chart-costs .hoverlayer .hovertext").first.wait_for()
+        assert "of dense" in tab.locator("#chart-costs .hoverlayer .hovertext").first.text_content()
+        assert requests == []
+        assert errors == []
+    finally:
+        context.close()
