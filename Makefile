@@ -22,9 +22,11 @@ $(STAMP): requirements.txt requirements-weights.txt requirements-dev.txt pyproje
 
 setup: $(STAMP)
 
-run: setup
+run: setup browser
 	$(PY) -m streamlit run app.py --server.address localhost --server.port $(PORT)
 
+# Debian's Chromium renders report PNGs and runs the browser tests; it is skipped, with a message,
+# where it cannot be installed.
 browser:
 	scripts/install-chromium.sh
 

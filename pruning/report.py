@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs
 from torch import nn
 
 from .calibration import holdout_images, to_batch
+from .charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
 from .catalog import TASK_CLASSIFICATION, ModelEntry, get_model_entry
 from .explorer import (
     ModelStats,
@@ -63,8 +64,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run")
 
-KEPT_COLOUR = "#2a9d8f"
-PRUNED_COLOUR = "#e76f51"
 PHOTO_MAX_SIDE = 480  # the embedded photo is shrunk to keep the HTML file small
 
 
@@ -385,25 +384,8 @@ def costs_chart(data: ReportData) -> go.Figure:
 
 def top5_chart(example: ImageComparison) -> go.Figure:
     """Horizontal bars of the top-5 classes of both models on the example photo."""
-    figure = go.Figure()
-    for label, rows, colour in (("dense", example.dense_top, KEPT_COLOUR), ("pruned", example.pruned_top, PRUNED_COLOUR)):
-        figure.add_trace(
-            go.Bar(
-                y=[f"{label}: {name}" for name, _ in rows][::-1],
-                x=[probability for _, probability in rows][::-1],
-                orientation="h",
-                name=label,
-                marker_color=colour,
-                text=[f"{probability:.1%}" for _, probability in rows][::-1],
-                textposition="auto",
-            )
-        )
-    figure.update_layout(
-        title="Top-5 classes on the example photo",
-        height=420,
-        margin=dict(t=50, b=40),
-        xaxis=dict(title="probability", range=[0, 1]),
-    )
+    figure = top_k_chart(example.dense_top, example.pruned_top)
+    figure.update_layout(title="Top-5 classes on the example photo", height=420, margin=dict(t=50, b=40))
     return figure
 
 

@@ -11,7 +11,7 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=sudo
   else
     echo "Chromium is missing and this user cannot install it; run as root: apt-get install -y chromium" >&2
-    echo "The browser tests will be skipped." >&2
+    echo "The browser tests and the report's PNG export will be skipped." >&2
     exit 0
   fi
 else

@@ -146,7 +146,7 @@ def test_overview_slider_changes_numbers(page):
     assert float(after.split()[0]) < float(before.split()[0])
 
 
-@pytest.mark.parametrize("title", ["Importance", "Images", "Video", "Sensitivity and sweeps", "Recovery"])
+@pytest.mark.parametrize("title", ["Importance", "Images", "Video", "Sensitivity and sweeps", "Recovery", "Report"])
 def test_each_page_opens(page, title):
     # the page list exists once app.py has run; clicking earlier can open the page without it
     page.get_by_text("Pruning setup").first.wait_for()

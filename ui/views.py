@@ -7,13 +7,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pruning.catalog import TASK_CLASSIFICATION
+from pruning.charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
 from pruning.explorer import PruneConfig, PruneResult
 from pruning.structured import Analysis, PruningPlan
 
 from . import state
 
-KEPT_COLOUR = "#2a9d8f"
-PRUNED_COLOUR = "#e76f51"
 
 
 def _reduction(dense: float, pruned: float) -> str:
@@ -161,25 +160,6 @@ def layer_scores_chart(scores: np.ndarray, removed: set[int], title: str) -> go.
         )
     )
     figure.update_layout(title=title, height=320, margin=dict(t=40, b=10), xaxis_title="channels, lowest score first", yaxis_title="score")
-    return figure
-
-
-def top_k_chart(dense: list[tuple[str, float]], pruned: list[tuple[str, float]]) -> go.Figure:
-    """Horizontal bars of the top-5 classes of both models."""
-    figure = go.Figure()
-    for label, rows, colour in (("dense", dense, KEPT_COLOUR), ("pruned", pruned, PRUNED_COLOUR)):
-        figure.add_trace(
-            go.Bar(
-                y=[f"{label}: {name}" for name, _ in rows][::-1],
-                x=[probability for _, probability in rows][::-1],
-                orientation="h",
-                name=label,
-                marker_color=colour,
-                text=[f"{probability:.1%}" for _, probability in rows][::-1],
-                textposition="auto",
-            )
-        )
-    figure.update_layout(height=380, margin=dict(t=30, b=10), xaxis=dict(title="probability", range=[0, 1]), barmode="group")
     return figure
 
 
