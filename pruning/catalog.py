@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .registry import Registry
+
 logger = logging.getLogger(__name__)
 
 TASK_CLASSIFICATION = "classification"
@@ -84,29 +86,22 @@ class ModelEntry:
         return torch.zeros(self.example_input_shape)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+_REGISTRY: Registry[ModelEntry] = Registry("model", UnknownModelError)
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
     """Add an entry to the catalogue; a second entry with the same name raises ValueError."""
-    if entry.name in _REGISTRY:
-        raise ValueError(f"model {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return _REGISTRY.register(entry)
 
 
 def get_model_entry(name: str) -> ModelEntry:
     """Look up a catalogue entry, naming the valid choices when `name` is unknown."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        choices = ", ".join(sorted(_REGISTRY))
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {choices}") from None
+    return _REGISTRY.get(name)
 
 
 def list_models(include: str = "*", exclude: str | None = None) -> list[str]:
     """List catalogue names matching the wildcard `include` and not matching `exclude`."""
-    names = [n for n in _REGISTRY if fnmatch.fnmatch(n, include)]
+    names = [n for n in _REGISTRY.names() if fnmatch.fnmatch(n, include)]
     if exclude:
         names = [n for n in names if not fnmatch.fnmatch(n, exclude)]
     return names

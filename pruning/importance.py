@@ -15,6 +15,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from .registry import Registry
+
 ImportanceFn = Callable[[tp.Group], "torch.Tensor | None"]
 
 
@@ -37,15 +39,12 @@ class Criterion:
             raise ValueError(f"criterion {self.name!r} does not apply to this model: {self.requirement}")
 
 
-_REGISTRY: dict[str, Criterion] = {}
+_REGISTRY: Registry[Criterion] = Registry("criterion")
 
 
 def register_criterion(criterion: Criterion) -> Criterion:
     """Add a criterion; registering a name twice raises ValueError."""
-    if criterion.name in _REGISTRY:
-        raise ValueError(f"criterion {criterion.name!r} is already registered")
-    _REGISTRY[criterion.name] = criterion
-    return criterion
+    return _REGISTRY.register(criterion)
 
 
 def register_callable(name: str, scorer: ImportanceFn, *, label: str | None = None, summary: str = "") -> Criterion:
@@ -63,15 +62,11 @@ def register_callable(name: str, scorer: ImportanceFn, *, label: str | None = No
 
 def get_criterion(name: str) -> Criterion:
     """Look up a criterion, naming the valid choices when `name` is unknown."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        choices = ", ".join(_REGISTRY)
-        raise KeyError(f"unknown criterion {name!r}; choose one of: {choices}") from None
+    return _REGISTRY.get(name)
 
 
 def list_criteria() -> list[str]:
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def applicable_criteria(model: nn.Module) -> list[str]:

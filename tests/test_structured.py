@@ -202,3 +202,24 @@ def test_overrides_and_layer_maximum(mobilenet_l1):
         make_plan(mobilenet_l1, 0.5, overrides={"features.99": 0.5})
     with pytest.raises(ValueError, match="invalid channel rounding"):
         make_plan(mobilenet_l1, 0.5, round_to=3)
+
+
+def test_custom_callable_criterion(mobilenet, monkeypatch):
+    from pruning import importance
+    from pruning.importance import register_callable
+    from pruning.registry import Registry
+
+    # a private copy of the registry, so the test criterion does not reach other tests
+    registry = Registry("criterion")
+    for _, criterion in importance._REGISTRY.items():
+        registry.register(criterion)
+    monkeypatch.setattr(importance, "_REGISTRY", registry)
+
+    # scores = channel index, so the first channels of every group go
+    register_callable("by_index", lambda group: torch.arange(len(group[0].idxs), dtype=torch.float32), label="By index")
+    analysis = analyse_entry(get_model_entry("mobilenet_v2"), mobilenet, "by_index")
+    plan = make_plan(analysis, 0.25)
+    group = analysis.groups[0]
+    assert plan.remove[group.name] == tuple(range(math.floor(group.channels * 0.25)))
+    with pytest.raises(ValueError, match="already registered"):
+        register_callable("by_index", lambda group: None)
