@@ -297,27 +297,8 @@ def reconstruct(
             target = (dense_block - block_inputs[name] - shift) / scale
         else:
             target = targets[name] if kept is None else targets[name][:, kept]
-        design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], 1)
-        gram = design.T @ design
-        penalty = ridge * torch.trace(gram) / gram.shape[0]
-        regulariser = torch.eye(gram.shape[0], dtype=torch.float64) * penalty
-        regulariser[-1, -1] = 0.0  # leave the bias free
-        # Ridge towards the current weights, not towards zero: with fewer images than inputs (the
-        # classifier), the unconstrained directions keep what the layer already knew.
-        current_bias = module.bias.detach() if module.bias is not None else torch.zeros(module.weight.shape[0])
-        current = torch.cat([module.weight.detach().flatten(1).T, current_bias[None]], 0).double()  # (in + 1, out)
-        solution = torch.linalg.solve(gram + regulariser, design.T @ target + regulariser @ current)
-        weight, bias = solution[:-1].T.float(), solution[-1].float()
-        module.weight.copy_(weight.reshape(module.weight.shape))
-        if module.bias is not None:
-            module.bias.copy_(bias)
-        else:
-            batchnorm = _following_batchnorm(model, name)
-            if batchnorm is None:
-                module.bias = nn.Parameter(bias, requires_grad=False)
-            else:
-                # BN(y + b) with running mean m equals BN(y) with running mean m - b
-                batchnorm.running_mean.sub_(bias)
+        weight, bias = _ridge_towards(features, target, module, ridge)
+        _write_refit(model, name, module, weight, bias)
 
     def remember_input(args, conv):
         block_inputs[conv] = _sample_rows(args[0].detach(), positions[conv]).double()
@@ -327,6 +308,36 @@ def reconstruct(
     hooks.update({layers[block]: (lambda m, a, conv=conv: remember_input(a, conv)) for conv, block in residual.items()})
     _forward_with_pre_hooks(model, inputs, hooks)
     return model
+
+
+def _ridge_towards(features: torch.Tensor, target: torch.Tensor, module: nn.Module, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve min |[X 1] W - Y|^2 + penalty |W - W_current|^2 for a layer's weight and bias."""
+    design = torch.cat([features, torch.ones(len(features), 1, dtype=torch.float64)], 1)
+    gram = design.T @ design
+    penalty = ridge * torch.trace(gram) / gram.shape[0]
+    regulariser = torch.eye(gram.shape[0], dtype=torch.float64) * penalty
+    regulariser[-1, -1] = 0.0  # leave the bias free
+
+    # Ridge towards the current weights, not towards zero: with fewer images than inputs (the
+    # classifier), the unconstrained directions keep what the layer already knew.
+    current_bias = module.bias.detach() if module.bias is not None else torch.zeros(module.weight.shape[0])
+    current = torch.cat([module.weight.detach().flatten(1).T, current_bias[None]], 0).double()  # (in + 1, out)
+    solution = torch.linalg.solve(gram + regulariser, design.T @ target + regulariser @ current)
+    return solution[:-1].T.float(), solution[-1].float()
+
+
+def _write_refit(model: nn.Module, name: str, module: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Store a refit weight and bias; a bias-free conv followed by BatchNorm moves the bias into it."""
+    module.weight.copy_(weight.reshape(module.weight.shape))
+    if module.bias is not None:
+        module.bias.copy_(bias)
+        return
+    batchnorm = _following_batchnorm(model, name)
+    if batchnorm is None:
+        module.bias = nn.Parameter(bias, requires_grad=False)
+    else:
+        # BN(y + b) with running mean m equals BN(y) with running mean m - b
+        batchnorm.running_mean.sub_(bias)
 
 
 def _residual_projections(model: nn.Module) -> dict[str, str]:

@@ -138,7 +138,7 @@ def compare_on_video(
     each frame so its longer side is at most that many pixels before the models see it (the model's
     own preprocessing may shrink it further). Raises `MediaError` for an unusable input before
     either model runs. `progress(done, total)` may raise `StopRequested` to end the run early: the
-    output then holds the frames done so far and the result has `stopped=True`.
+    output then contains the frames done so far and the result has `stopped=True`.
     """
     result = VideoComparison(frames_in=0, frames_out=0, task=entry.task)
     is_classifier = entry.task == TASK_CLASSIFICATION
@@ -274,7 +274,7 @@ class VideoJob:
 
     The output goes to a temporary folder that is deleted when the run ends, after its bytes are
     read into `video`. With `remove_input=True`, the input file is deleted too, whatever the
-    outcome (use it for uploads saved to a temporary file). `stop()` asks the run to end after the
+    outcome (use it for uploads saved to a temporary file). `stop()` requests the run to end after the
     frame in progress. The frames done by then are finished into a playable clip.
 
     After `wait()` returns True, exactly one of these holds: `result` and `video` are set (with

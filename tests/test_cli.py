@@ -38,7 +38,8 @@ def test_prune_mobilenet_half_json():
     assert payload["macs"]["pruned"] < payload["macs"]["dense"] / 2
     assert payload["params"]["pruned"] < payload["params"]["dense"]
     assert payload["output_shape"]["dense"] == payload["output_shape"]["pruned"] == [1, 1000]
-    assert payload["latency_ms"]["dense"] > 0 and payload["latency_ms"]["pruned"] > 0
+    assert payload["latency_ms"]["dense"] > 0
+    assert payload["latency_ms"]["pruned"] > 0
     assert {"top1_agreement", "top5_overlap", "kl_divergence"} <= set(payload["fidelity"])
     layers = {layer["name"]: layer for layer in payload["layers"]}
     assert layers["classifier.1"]["channels_pruned"] == 1000
@@ -73,7 +74,8 @@ def test_video_hed_bikes_50_frames(tmp_path):
     assert payload["duration_s"] == 2.0  # 50 frames at 25 fps
     assert 0.0 <= payload["pipeline"]["overhead_share"] < 1.0
     assert payload["output"]["codec"] == "h264"
-    assert payload["fps"]["dense"] > 0 and payload["fps"]["pruned"] > 0
+    assert payload["fps"]["dense"] > 0
+    assert payload["fps"]["pruned"] > 0
     with av.open(str(output)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.pix_fmt == "yuv420p"

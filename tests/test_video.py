@@ -147,7 +147,7 @@ def test_max_side_reaches_the_model(tmp_path, hed):
     finally:
         hook.remove()
 
-    # HED sees the frame at its own size: 160×96 shrunk to a longer side of 64
+    # HED gets the frame at its own size: 160×96 shrunk to a longer side of 64
     assert shapes == [(38, 64), (38, 64)]
 
 
@@ -207,7 +207,7 @@ def test_stop_keeps_finished_frames(tmp_path, mobilenet, pruned_mobilenet):
 def test_job_stop_keeps_partial_clip(tmp_path, mobilenet, pruned_mobilenet):
     source = write_clip(tmp_path / "upload.mp4", frames=12)
     holder = {}
-    # the dense model asks the job to stop as its fourth frame starts, so frame 4 is the last one
+    # the dense model requests the job to stop as its fourth frame starts, so frame 4 is the last one
     dense = CountingModel(mobilenet, on_call=4, hook=lambda: holder["job"].stop())
     job = VideoJob(MOBILENET, dense, pruned_mobilenet, source, remove_input=True)
     holder["job"] = job
