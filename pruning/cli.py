@@ -145,12 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
     sweep.add_argument("--criteria", type=_criteria, default=("l1", "random"), help="comma-separated criteria (default: l1,random)")
     sweep.add_argument("--ratios", type=_ratios, default=SWEEP_RATIOS, help="comma-separated channel ratios, 0 to 0.9 (default: 0,0.1,...,0.9)")
-    sweep.add_argument("--allocation", default="uniform", choices=ALLOCATIONS, help="(default: %(default)s)")
+    sweep.add_argument(
+        "--allocation", default="uniform", choices=ALLOCATIONS, help="same ratio per layer, or one ranking across layers (default: %(default)s)"
+    )
     sweep.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     sensitivity = commands.add_parser("sensitivity", help="prune each layer alone and measure the fidelity drop")
     sensitivity.add_argument("--model", default=DEFAULT_MODEL, choices=list_models(), help="catalogue name (default: %(default)s)")
-    sensitivity.add_argument("--criterion", default=DEFAULT_CRITERION, choices=list_criteria(), help="(default: %(default)s)")
+    sensitivity.add_argument("--criterion", default=DEFAULT_CRITERION, choices=list_criteria(), help="importance criterion (default: %(default)s)")
     sensitivity.add_argument("--ratios", type=_ratios, default=(0.25, 0.5, 0.75), help="comma-separated ratios per layer (default: 0.25,0.5,0.75)")
     sensitivity.add_argument("--images", type=_positive_int, default=16, help="calibration images per measurement (default: %(default)s)")
     sensitivity.add_argument(
