@@ -10,7 +10,7 @@ from pruning.report import (
     summary_rows,
 )
 from pruning.tasks import primary_fidelity
-from ui import state
+from ui import state, views
 
 st.title("Report")
 st.write(
@@ -21,6 +21,7 @@ st.write(
 )
 config = state.current_config()
 entry = state.current_entry()
+views.metrics_panel(config)
 sample = st.selectbox("Example photo", sample_image_names(), key="report_sample")
 if state.saved_sweep_curve(config) is not None:
     st.caption("The fidelity curve reuses the ratio sweep from the Sensitivity page.")
