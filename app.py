@@ -8,7 +8,6 @@ from pathlib import Path
 import streamlit as st
 
 import pruning  # noqa: F401  (sets the OpenMP wait policy before torch is imported)
-from ui.state import sidebar
 
 # Absolute paths keep the pages reachable when this script is run from another entry point (tests).
 PAGES = Path(__file__).resolve().parent / "pages"
@@ -26,5 +25,11 @@ pages = [
     st.Page(PAGES / "report.py", title="Report", icon=":material/summarize:"),
 ]
 navigation = st.navigation(pages)
+
+# Import the torch-heavy helpers only after st.navigation has replaced the page list that
+# Streamlit derives from the pages/ folder on a session's first run: those derived links would
+# open a page without this script's sidebar, and the import takes seconds on a cold start.
+from ui.state import sidebar  # noqa: E402
+
 sidebar()
 navigation.run()
