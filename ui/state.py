@@ -218,12 +218,14 @@ def sidebar() -> PruneConfig:
             key="sidebar_allocation",
             horizontal=True,
         )
-        # the default goes through session state, which the Sensitivity page also writes
-        st.session_state.setdefault("sidebar_ratio", DEFAULT_RATIO)
+        # The widget's own default matters even when session state holds a value (from a link, a
+        # recipe or the Sensitivity page): after a run interrupted by an early page click, the
+        # browser can send the widget's default back, which would otherwise be min_value.
         ratio = st.slider(
             "Pruning ratio" if mode == "structured" else "Weight sparsity",
             min_value=0.0,
             max_value=MAX_RATIO,
+            value=DEFAULT_RATIO,
             step=0.05,
             key="sidebar_ratio",
             help="Structured: share of output channels removed from each prunable group. "
