@@ -27,8 +27,8 @@ pages = [
 navigation = st.navigation(pages)
 
 # Import the torch-heavy helpers only after st.navigation has replaced the page list that
-# Streamlit derives from the pages/ folder on a session's first run: those derived links would
-# open a page without this script's sidebar, and the import takes seconds on a cold start.
+# Streamlit derives from the pages/ folder on a session's first run. Those derived links open a
+# page without this script's sidebar, and the import takes seconds on a cold start.
 from ui.state import sidebar  # noqa: E402
 
 sidebar()

@@ -167,7 +167,7 @@ DEFAULT_CRITERION = "l1"
 def ranking_agreement(
     scores: np.ndarray, other_scores: np.ndarray, removed: set[int], other_removed: set[int]
 ) -> dict[str, float]:
-    """How much two criteria agree on one layer: Spearman rank correlation and overlap of removed channels."""
+    """Measure how much two criteria agree on one layer: Spearman rank correlation and removed-channel overlap."""
     from scipy.stats import spearmanr
 
     correlation = spearmanr(scores, other_scores).statistic if len(scores) > 1 else 1.0

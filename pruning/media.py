@@ -484,7 +484,7 @@ def iter_frames(
 
     Each frame's `duration_s` reaches to the next frame yielded, or for the last one to the end of
     the span read: the next frame that stride or `max_seconds` would exclude, or the end of the
-    stream. To know it, the generator decodes up to `stride` frames ahead and holds one converted
+    stream. To know it, the generator decodes up to `stride` frames ahead and keeps one converted
     frame back, so memory does not grow with the clip. Raises the same errors as `probe_video`, and
     `MediaError` if FFmpeg fails part-way through the stream.
     """

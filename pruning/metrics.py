@@ -82,8 +82,8 @@ def measure_latency(
 
     With `prepare`, a copy of the model is first prepared by `pruning.speed.prepare_for_inference`
     (BatchNorm folding, TorchScript), so dense and pruned models are timed the way they would be
-    deployed; this takes about a second per model and is not part of the timings. `model` itself
-    is never modified.
+    deployed. Preparing takes about a second per model on a 2-core CPU (an estimate) and is not
+    part of the timings. `model` itself is never modified.
     Runs stop after `max_runs`, or once `min_runs` are done and `budget_s` seconds have passed,
     so a slow model still gets a median of several runs without stalling the caller.
     """

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """Which preparation steps to apply; the defaults gave the fastest CPU runs in docs/BENCHMARKS.md."""
+    """Preparation steps to apply. The defaults gave the fastest CPU runs recorded in docs/BENCHMARKS.md."""
 
     fold_batchnorm: bool = True  # exact up to float rounding, and saves one pass over every activation
     channels_last: bool = False  # helps eager runs with 2 threads, but not TorchScript's oneDNN kernels

@@ -52,5 +52,6 @@ def test_any_image_makes_valid_model_input(case):
     for name in ("mobilenet_v2", "hed"):
         entry = get_model_entry(name)
         inputs = prepare_input(entry, image)
-        assert inputs.dim() == 4 and inputs.shape[:2] == (1, 3)
+        assert inputs.dim() == 4
+        assert inputs.shape[:2] == (1, 3)
         assert np.isfinite(inputs.numpy()).all()

@@ -218,8 +218,8 @@ def sidebar() -> PruneConfig:
             key="sidebar_allocation",
             horizontal=True,
         )
-        # The widget's own default matters even when session state holds a value (from a link, a
-        # recipe or the Sensitivity page): after a run interrupted by an early page click, the
+        # The widget's own default matters even when session state contains a value (from a link,
+        # a recipe or the Sensitivity page). After a run cut short by an early page click, the
         # browser can send the widget's default back, which would otherwise be min_value.
         ratio = st.slider(
             "Pruning ratio" if mode == "structured" else "Weight sparsity",
