@@ -18,6 +18,7 @@ pages = [
     st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page(PAGES / "importance.py", title="Importance", icon=":material/bar_chart:"),
     st.Page(PAGES / "images.py", title="Images", icon=":material/image:"),
+    st.Page(PAGES / "inside.py", title="Look inside", icon=":material/grid_view:"),
     st.Page(PAGES / "video.py", title="Video", icon=":material/movie:"),
     st.Page(PAGES / "camera.py", title="Camera", icon=":material/photo_camera:"),
     st.Page(PAGES / "sensitivity.py", title="Sensitivity and sweeps", icon=":material/ssid_chart:"),

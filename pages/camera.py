@@ -25,4 +25,4 @@ except MediaError as error:
     st.error(str(error))
     st.stop()
 
-views.image_comparison(entry, image, comparison, "snapshot")
+views.image_comparison(entry, image, comparison, "snapshot", pretrained=entry.pretrained)

@@ -25,13 +25,19 @@ if config.mode != "structured":
     st.info("Recovery repairs removed channels; switch the sidebar to structured mode.")
     st.stop()
 
+available = state.recovery_methods(entry)
+if entry.finetune_with_labels is not None:
+    st.markdown(
+        f"- **Fine-tuning with labels**: {entry.label} has labelled training data here, so it can be trained "
+        "again on real labels, as pruning papers do, for the time you choose."
+    )
 methods = st.multiselect(
     "Repairs to compare",
-    state.RECOVERY_METHODS,
-    default=list(state.RECOVERY_METHODS[:2]),
+    available,
+    default=list(available[:2]),
     key="recovery_methods",
 )
-budget = st.slider("Distillation time budget (seconds)", 10, 180, 30, 10, key="recovery_budget")
+budget = st.slider("Time budget for distillation and fine-tuning (seconds)", 5, 180, 30, 5, key="recovery_budget")
 if st.button("Run the repairs", type="primary", key="recovery_run", disabled=not methods):
     bar = st.progress(0.0, text="Starting…")
 

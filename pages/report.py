@@ -1,7 +1,7 @@
 import streamlit as st
 
-from pruning.catalog import TASK_CLASSIFICATION
-from pruning.media import sample_image_names
+from pruning.calibration import example_names
+from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
 from pruning.report import (
     configuration_rows,
     fidelity_rows,
@@ -22,7 +22,7 @@ st.write(
 config = state.current_config()
 entry = state.current_entry()
 views.metrics_panel(config)
-sample = st.selectbox("Example photo", sample_image_names(), key="report_sample")
+sample = st.selectbox("Example image", example_names(entry), key="report_sample" if entry.sample_images is None else "report_example")
 if state.saved_sweep_curve(config) is not None:
     st.caption("The fidelity curve reuses the ratio sweep from the Sensitivity page.")
 else:
@@ -81,11 +81,15 @@ if entry.task == TASK_CLASSIFICATION:
     photo.image(data.photo, caption="input", width="stretch")
     chart.plotly_chart(figures["top5"], width="stretch")
 else:
+    if entry.task == TASK_SEGMENTATION:
+        captions = ("dense classes", "pruned classes", "white: the classes differ")
+    else:
+        captions = ("dense edges", "pruned edges", "difference: red lost, blue new")
     columns = st.columns(4)
     columns[0].image(data.photo, caption="input", width="stretch")
-    columns[1].image(data.example.dense_image, caption="dense edges", width="stretch")
-    columns[2].image(data.example.pruned_image, caption="pruned edges", width="stretch")
-    columns[3].image(data.example.difference_image, caption="difference: red lost, blue new", width="stretch")
+    columns[1].image(data.example.dense_image, caption=captions[0], width="stretch")
+    columns[2].image(data.example.pruned_image, caption=captions[1], width="stretch")
+    columns[3].image(data.example.difference_image, caption=captions[2], width="stretch")
 st.dataframe(fidelity_rows(data.example.fidelity, entry.task), hide_index=True)
 
 st.subheader("Fidelity against ratio")

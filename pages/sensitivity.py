@@ -1,16 +1,16 @@
 import streamlit as st
 
-from pruning.catalog import TASK_CLASSIFICATION
 from pruning.importance import applicable_criteria, get_criterion
 from pruning.sensitivity import DEFAULT_RATIOS, ratios_for_budget
 from pruning.sweep import DEFAULT_RATIOS as SWEEP_RATIOS
+from pruning.tasks import primary_fidelity_label
 from ui import state, views
 
 st.title("Sensitivity and sweeps")
 config = state.current_config()
 entry = state.current_entry()
 views.metrics_panel(config)
-fidelity_label = "top-1 agreement with dense" if entry.task == TASK_CLASSIFICATION else "edge F1 vs dense"
+fidelity_label = primary_fidelity_label(entry)
 st.write(
     "Which layers can lose channels cheaply, and how every criterion behaves over the whole ratio "
     f"range. Fidelity here is the **{fidelity_label}**, measured against the dense model's own outputs."
@@ -76,7 +76,6 @@ if st.button("Run the sweep", key="sweep_run", disabled=not chosen):
 saved = st.session_state.get("sweep_result")
 if saved is not None and saved[0] == config.model:
     figures = views.sweep_charts(saved[2], fidelity_label)
-    top = st.columns(2)
-    bottom = st.columns(2)
-    for column, figure in zip(top + bottom, figures):
+    columns = [column for _ in range(0, len(figures), 2) for column in st.columns(2)]
+    for column, figure in zip(columns, figures):
         column.plotly_chart(figure, width="stretch")

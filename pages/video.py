@@ -2,7 +2,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pruning.catalog import TASK_CLASSIFICATION
+from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
 from pruning.media import MediaError, probe_video, sample_video_names, sample_video_path
 from pruning.video import read_frame, split_panels, wipe_image
 from ui import state, views
@@ -114,6 +114,8 @@ if saved is not None:
     columns[1].metric("Pruned fps (model only)", f"{comparison.pruned_fps:.1f}", speedup)
     if is_classifier:
         columns[2].metric("Frames with the same top-1", f"{comparison.mean_agreement:.0%}")
+    elif comparison.task == TASK_SEGMENTATION:
+        columns[2].metric("Mean mIoU vs dense", f"{comparison.mean_agreement:.3f}")
     else:
         columns[2].metric("Mean edge F1 vs dense", f"{comparison.mean_agreement:.3f}")
     columns[3].metric("Output", f"{comparison.width}×{comparison.height} {comparison.codec}")

@@ -16,7 +16,13 @@ from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from .catalog import ModelEntry
-from .media import iter_frames, load_image, load_sample_image, sample_video_path
+from .media import (
+    iter_frames,
+    load_image,
+    load_sample_image,
+    sample_image_names,
+    sample_video_path,
+)
 
 # Photos bundled in scikit-image that do not download on demand; greyscale ones become RGB.
 _EXTRA_PHOTOS = ("camera.png", "coins.png", "hubble_deep_field.jpg", "retina.jpg", "motorcycle_right.png")
@@ -44,8 +50,22 @@ def _frames(clip: str, *, offset: int, stride: int, count: int) -> list[Image.Im
 
 # Both sets draw frames from both clips, interleaved so that no frame is in both: calibrating on
 # one clip and testing on the other measures the change of scene more than the pruning.
+def calibration_images(entry: ModelEntry | None = None) -> tuple[Image.Image, ...]:
+    """Return the calibration images of `entry`: its own set when it has one (digits), else the shipped set."""
+    if entry is not None and entry.calibration_images is not None:
+        return entry.calibration_images()
+    return _shipped_calibration_images()
+
+
+def holdout_images(entry: ModelEntry | None = None) -> tuple[Image.Image, ...]:
+    """Return the held-out images of `entry`: its own set when it has one (digits), else the shipped set."""
+    if entry is not None and entry.holdout_images is not None:
+        return entry.holdout_images()
+    return _shipped_holdout_images()
+
+
 @functools.lru_cache(maxsize=2)
-def calibration_images() -> tuple[Image.Image, ...]:
+def _shipped_calibration_images() -> tuple[Image.Image, ...]:
     """Shipped photos plus frames 0, 8, 16, ... of the street clip and 0, 4, 8, ... of the animated film."""
     images = [load_sample_image(name) for name in CALIBRATION_PHOTOS]
     images += _frames("bikes", offset=0, stride=8, count=32)
@@ -54,7 +74,7 @@ def calibration_images() -> tuple[Image.Image, ...]:
 
 
 @functools.lru_cache(maxsize=2)
-def holdout_images() -> tuple[Image.Image, ...]:
+def _shipped_holdout_images() -> tuple[Image.Image, ...]:
     """Photos and frames that the calibration set does not contain (frames 4, 12, ... and 2, 6, ...)."""
     images = [load_sample_image(name) for name in HOLDOUT_PHOTOS]
     images += [_skimage_photo(filename) for filename in _EXTRA_PHOTOS]
@@ -82,3 +102,20 @@ def augmented_batch(entry: ModelEntry, images, count: int, *, seed: int = 0) -> 
     rng = random.Random(seed)
     torch.manual_seed(seed)
     return torch.cat([entry.preprocess(augment(rng.choice(images))) for _ in range(count)])
+
+
+def example_names(entry: ModelEntry) -> list[str]:
+    """Return the names of the example images shown for `entry`: its own (digits) or the shipped photos."""
+    if entry.sample_images is not None:
+        return list(entry.sample_images())
+    return sample_image_names()
+
+
+def load_example(entry: ModelEntry, name: str) -> Image.Image:
+    """Load example image `name` of `entry`; raise KeyError naming the choices when it is unknown."""
+    if entry.sample_images is not None:
+        images = entry.sample_images()
+        if name not in images:
+            raise KeyError(f"unknown example {name!r} for {entry.name}; choose one of: {', '.join(images)}")
+        return images[name]
+    return load_sample_image(name)

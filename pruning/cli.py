@@ -15,22 +15,20 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .calibration import calibration_images, holdout_images, to_batch
+from .calibration import calibration_images, example_names, holdout_images, load_example, to_batch
 from .catalog import DEFAULT_MODEL, get_model_entry, list_models
 from .explorer import MODES, PruneConfig, analyse_entry, model_stats, prune
-from .export import FORMATS, export, load_state, recipe, run_onnx
+from .export import FORMATS, CheckpointError, checkpoint_entry, export, load_state, recipe, run_onnx
 from .importance import DEFAULT_CRITERION, get_criterion, list_criteria
 from .media import (
     MIN_SIDE,
     MediaError,
     load_image,
-    load_sample_image,
     probe_video,
-    sample_image_names,
 )
-from .metrics import compare_latency
+from .metrics import compare_latency, labelled_accuracy
 from .sensitivity import ratios_for_budget, scan
-from .structured import ALLOCATIONS, MAX_RATIO
+from .structured import ALLOCATIONS, MAX_RATIO, StructuredPruningError
 from .sweep import DEFAULT_RATIOS as SWEEP_RATIOS
 from .sweep import run_sweep
 from .tasks import infer, output_fidelity, prepare_input
@@ -118,11 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model catalogue")
     models.add_argument("--json", action="store_true", help="print a JSON list")
+    models.add_argument(
+        "--download", metavar="NAME", choices=[n for n in list_models() if get_model_entry(n).download is not None],
+        help="download the pretrained weights of a torchvision entry into torchvision's cache (needs internet access)",
+    )
 
     prune_parser = commands.add_parser("prune", help="prune a model and compare it with the dense one")
     _add_pruning_options(prune_parser)
     prune_parser.add_argument(
-        "--image", action="append", type=Path, metavar="PATH", help="image for fidelity (repeatable; default: the shipped sample photos)"
+        "--image", action="append", type=Path, metavar="PATH", help="image for fidelity (repeatable; default: the model's example images)"
+    )
+    prune_parser.add_argument(
+        "--checkpoint", type=Path, metavar="PATH",
+        help="a state_dict for the --model architecture, loaded with weights_only=True, used instead of the catalogue weights",
     )
     prune_parser.add_argument(
         "--latency-budget",
@@ -201,7 +207,7 @@ def _sweep(args: argparse.Namespace) -> dict[str, Any]:
     entry, base = _build_base(args.model)
     for criterion in args.criteria:
         get_criterion(criterion).check_applies(base)
-    inputs = to_batch(entry, holdout_images())
+    inputs = to_batch(entry, holdout_images(entry))
     points = run_sweep(args.model, base, inputs, criteria=args.criteria, ratios=args.ratios, allocation=args.allocation, progress=_progress("sweep"))
     return {
         "model": args.model,
@@ -217,7 +223,7 @@ def _sweep(args: argparse.Namespace) -> dict[str, Any]:
 def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
     entry, base = _build_base(args.model)
     analysis = analyse_entry(entry, base, args.criterion)
-    inputs = to_batch(entry, calibration_images()[: args.images])
+    inputs = to_batch(entry, calibration_images(entry)[: args.images])
     result = scan(entry, base, analysis, inputs, ratios=args.ratios, progress=_progress("layers"))
     payload: dict[str, Any] = {
         "model": args.model,
@@ -235,6 +241,18 @@ def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
+    if args.download:
+        entry = get_model_entry(args.download)
+
+        def report(done: int, total: int | None) -> None:
+            print(f"\r{entry.name}: {done / 1e6:.0f} of {(total or 0) / 1e6:.0f} MB", end="", file=sys.stderr, flush=True)
+
+        try:
+            path = entry.download(report)
+        except OSError as error:
+            raise UsageError(f"download of {entry.name} failed: {error}; check the internet connection") from None
+        print(file=sys.stderr)
+        return {"name": entry.name, "downloaded": str(path)}
     rows = []
     for name in list_models():
         entry = get_model_entry(name)
@@ -250,9 +268,9 @@ def _build_base(name: str):
         raise UsageError(str(error)) from None
 
 
-def _load_images(paths: list[Path] | None) -> list:
+def _load_images(paths: list[Path] | None, entry) -> list:
     if not paths:
-        return [load_sample_image(name) for name in sample_image_names()]
+        return [load_example(entry, name) for name in example_names(entry)]
     images = []
     for path in paths:
         if not path.is_file():
@@ -266,9 +284,17 @@ def _mean_fidelity(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    images = _load_images(args.image)  # check the inputs before any slow work
-    entry, base = _build_base(args.model)
-    config = PruneConfig(args.model, args.ratio, args.criterion, args.mode, args.allocation)
+    model_name = args.model
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            raise UsageError(f"checkpoint not found: {args.checkpoint}")
+        try:
+            model_name = checkpoint_entry(args.model, args.checkpoint.read_bytes(), args.checkpoint.name).name
+        except CheckpointError as error:
+            raise UsageError(f"checkpoint {args.checkpoint} rejected: {error}") from None
+    images = _load_images(args.image, get_model_entry(model_name))  # check the inputs before any slow work
+    entry, base = _build_base(model_name)
+    config = PruneConfig(model_name, args.ratio, args.criterion, args.mode, args.allocation)
     result = prune(base, config)
 
     example = entry.example_inputs()
@@ -287,7 +313,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         fidelity_rows.append(output_fidelity(entry, dense_output, pruned_output))
 
     return {
-        "model": args.model,
+        "model": model_name,
         "ratio": args.ratio,
         "criterion": args.criterion,
         "mode": args.mode,
@@ -305,10 +331,26 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         "channel_reduction": result.channel_reduction,
         "weight_sparsity": result.weight_sparsity,
         "fidelity": {**_mean_fidelity(fidelity_rows), "images": len(fidelity_rows)},
+        **_labelled_accuracy(entry, base, result.model),
+        "pretrained": entry.pretrained,
         "layers": [
             {"name": layer.name, "channels_dense": layer.channels_dense, "channels_pruned": layer.channels_pruned, "sparsity": layer.sparsity}
             for layer in result.layers
         ],
+    }
+
+
+def _labelled_accuracy(entry, dense, pruned) -> dict[str, Any]:
+    """Return {"accuracy": {"dense", "pruned", "images"}} on the entry's labelled held-out data, or {} without it."""
+    if entry.labelled_holdout is None:
+        return {}
+    inputs, labels = entry.labelled_holdout()
+    return {
+        "accuracy": {
+            "dense": labelled_accuracy(dense, inputs, labels),
+            "pruned": labelled_accuracy(pruned, inputs, labels),
+            "images": len(labels),
+        }
     }
 
 
@@ -387,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         payload = handlers[args.command](args)
-    except (UsageError, MediaError, ValueError, KeyError) as error:
+    except (UsageError, MediaError, ValueError, KeyError, StructuredPruningError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE

@@ -122,7 +122,7 @@ def analyse_entry(entry: ModelEntry, base_model: nn.Module, criterion: str) -> A
     """Score every prunable group of a catalogue model, with calibration images if the criterion needs them."""
     backward = None
     if get_criterion(criterion).needs_gradients:
-        inputs = to_batch(entry, calibration_images()[:GRADIENT_IMAGES])
+        inputs = to_batch(entry, calibration_images(entry)[:GRADIENT_IMAGES])
         with torch.inference_mode():
             teacher = base_model(inputs)
 

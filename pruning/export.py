@@ -13,8 +13,11 @@ A pruned model no longer fits its architecture's state_dict, so it leaves as one
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import io
 import json
+import tempfile
 import warnings
 import zipfile
 from dataclasses import asdict
@@ -24,7 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .catalog import get_model_entry
+from .catalog import (
+    TASK_SEGMENTATION,
+    ModelEntry,
+    get_model_entry,
+    list_models,
+    register_model,
+)
 from .explorer import PruneConfig, prune
 
 FORMATS = ("torchscript", "onnx", "state")
@@ -156,8 +165,12 @@ def load_checkpoint(model_name: str, source: bytes | str | Path) -> tuple[nn.Mod
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise CheckpointError("the file is not a state_dict (a mapping of names to tensors); save model.state_dict()")
 
-    model = get_model_entry(model_name).build_untrained()
+    entry = get_model_entry(model_name)
+    model = entry.build_untrained()
     expected = model.state_dict()
+    if entry.task == TASK_SEGMENTATION:
+        # torchvision's segmentation checkpoints carry an auxiliary training head that inference never runs
+        state = {key: value for key, value in state.items() if not key.startswith("aux_classifier.")}
     problems = [f"missing key: {key}" for key in expected if key not in state]
     problems += [f"unexpected key: {key}" for key in state if key not in expected]
     problems += [
@@ -172,3 +185,39 @@ def load_checkpoint(model_name: str, source: bytes | str | Path) -> tuple[nn.Mod
         raise CheckpointError(f"the checkpoint does not fit {model_name}: {shown}")
     model.load_state_dict(state)
     return model.eval(), problems
+
+
+CHECKPOINT_FOLDER = Path(tempfile.gettempdir()) / "pruning-explorer-checkpoints"
+
+
+def checkpoint_entry(model_name: str, source: bytes, filename: str = "checkpoint") -> ModelEntry:
+    """Check a user's state_dict for catalogue architecture `model_name` and add it to the catalogue.
+
+    The new entry is named `<model_name>@<first 10 hex digits of the file's SHA-256>`, so the same
+    file gives the same entry, and `list_models()` leaves it out unless asked. Its weights are
+    kept in a file under the system's temporary folder and loaded with `weights_only=True`. Raises
+    CheckpointError as `load_checkpoint` does.
+    """
+    load_checkpoint(model_name, source)  # validates: raises CheckpointError with the reason
+    digest = hashlib.sha256(source).hexdigest()
+    name = f"{model_name}@{digest[:10]}"
+    if name in list_models(checkpoints=True):
+        return get_model_entry(name)
+    CHECKPOINT_FOLDER.mkdir(parents=True, exist_ok=True)
+    path = CHECKPOINT_FOLDER / f"{name}.pt"
+    path.write_bytes(source)
+
+    base = get_model_entry(model_name)
+    entry = dataclasses.replace(
+        base,
+        name=name,
+        label=f"{base.label} · your weights ({filename})",
+        weights_source=f"uploaded file {filename} (SHA-256 {digest[:12]}…)",
+        weights_license="as set by the checkpoint's owner",
+        weights_path=lambda: path,
+        builder=lambda file: load_checkpoint(model_name, file)[0],
+        untrained_fallback=False,
+        download=None,
+        checkpoint_of=model_name,
+    )
+    return register_model(entry)

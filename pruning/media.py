@@ -21,10 +21,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-import re
 import logging
 import math
 import os
+import re
 import struct
 import tempfile
 import time

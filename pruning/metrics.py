@@ -200,3 +200,32 @@ def edge_map_fidelity(dense_map: torch.Tensor, pruned_map: torch.Tensor, thresho
     else:
         f1 = 2.0 * true_positive / (predicted + actual)
     return {"psnr_db": psnr, "mean_abs_error": mae, "edge_f1": f1}
+
+
+def segmentation_fidelity(dense_scores: torch.Tensor, pruned_scores: torch.Tensor) -> dict[str, float]:
+    """Agreement of two segmentation outputs (N, C, H, W): pixel agreement and mIoU of the class maps.
+
+    The dense model's class map is the reference. IoU is averaged over the classes that appear in
+    either map, over the whole batch; a class that neither model predicts does not count.
+    """
+    if dense_scores.shape != pruned_scores.shape:
+        raise ValueError(f"score shapes differ: {tuple(dense_scores.shape)} vs {tuple(pruned_scores.shape)}")
+    dense = dense_scores.argmax(1)
+    pruned = pruned_scores.argmax(1)
+    ious = []
+    for cls in torch.unique(torch.cat([dense.unique(), pruned.unique()])).tolist():
+        dense_mask = dense == cls
+        pruned_mask = pruned == cls
+        union = (dense_mask | pruned_mask).sum().item()
+        ious.append((dense_mask & pruned_mask).sum().item() / union)
+    return {"pixel_agreement": (dense == pruned).float().mean().item(), "miou": float(np.mean(ious))}
+
+
+def labelled_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Return the share of `inputs` whose top-1 class equals the label (the model must be in eval mode)."""
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(labels), batch_size):
+            logits = model(inputs[start : start + batch_size])
+            correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+    return correct / len(labels)

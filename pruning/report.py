@@ -25,9 +25,9 @@ from PIL import Image
 from plotly.offline import get_plotlyjs
 from torch import nn
 
-from .calibration import holdout_images, to_batch
+from .calibration import holdout_images, load_example, to_batch
+from .catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION, ModelEntry, get_model_entry
 from .charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
-from .catalog import TASK_CLASSIFICATION, ModelEntry, get_model_entry
 from .explorer import (
     ModelStats,
     PruneConfig,
@@ -37,7 +37,7 @@ from .explorer import (
     prune,
 )
 from .importance import get_criterion
-from .media import SAMPLE_IMAGES, load_sample_image
+from .media import SAMPLE_IMAGES
 from .metrics import LatencyStats, compare_latency
 from .tasks import (
     ImageComparison,
@@ -45,6 +45,7 @@ from .tasks import (
     infer,
     output_fidelity,
     primary_fidelity,
+    primary_fidelity_label,
 )
 
 logger = logging.getLogger(__name__)
@@ -151,9 +152,9 @@ def report_image_count(entry: ModelEntry) -> int:
     return REPORT_IMAGES.get(entry.task, DEFAULT_REPORT_IMAGES)
 
 
-def held_out_subset(count: int) -> list[Image.Image]:
-    """`count` held-out images, evenly spaced so that photos and frames of both clips are included."""
-    images = holdout_images()
+def held_out_subset(count: int, entry: ModelEntry | None = None) -> list[Image.Image]:
+    """`count` held-out images of `entry`, evenly spaced so that photos and frames of both clips are included."""
+    images = holdout_images(entry)
     if not 1 <= count <= len(images):
         raise ValueError(f"invalid held-out image count {count}: choose 1 to {len(images)}")
     step = len(images) / count
@@ -237,10 +238,10 @@ def collect_report(
         latency = compare_latency(base_model, pruned.model, timing_input)
 
     report(0.2, f"Comparing outputs on {count} held-out images…")
-    inputs = to_batch(entry, held_out_subset(count))
+    inputs = to_batch(entry, held_out_subset(count, entry))
     dense_output = infer(base_model, inputs)
     fidelity = output_fidelity(entry, dense_output, infer(pruned.model, inputs))
-    photo = load_sample_image(sample)
+    photo = load_example(entry, sample)
     example = compare_on_image(entry, base_model, pruned.model, photo)
 
     if curve is None:
@@ -286,7 +287,7 @@ def _mode_label(mode: str) -> str:
 
 def fidelity_label(data: ReportData) -> str:
     """Axis title of the primary fidelity measure."""
-    return "top-1 agreement with dense" if data.entry.task == TASK_CLASSIFICATION else "edge F1 vs dense"
+    return primary_fidelity_label(data.entry)
 
 
 def configuration_rows(data: ReportData) -> list[dict[str, str]]:
@@ -331,6 +332,11 @@ def fidelity_rows(fidelity: Mapping[str, float], task: str) -> list[dict[str, st
             ("Top-1 agreement", f"{fidelity['top1_agreement']:.1%}"),
             ("Top-5 overlap", f"{fidelity['top5_overlap']:.1%}"),
             ("KL(dense ‖ pruned)", f"{fidelity['kl_divergence']:.3f}"),
+        ]
+    elif task == TASK_SEGMENTATION:
+        rows = [
+            ("mIoU vs dense", f"{fidelity['miou']:.3f}"),
+            ("Pixel agreement", f"{fidelity['pixel_agreement']:.1%}"),
         ]
     else:
         psnr = fidelity["psnr_db"]
@@ -503,10 +509,14 @@ def _example_html(data: ReportData, figures: Mapping[str, go.Figure]) -> str:
         ]
         details = _table(ranks, numeric=False) + _figure_html(figures["top5"], "top5")
     else:
+        if data.entry.task == TASK_SEGMENTATION:
+            captions = ("dense classes", "pruned classes", "difference: white where the classes differ")
+        else:
+            captions = ("dense edges", "pruned edges", "difference: red lost, blue new")
         maps = [
-            _img(image_data_uri(example.dense_image), "dense edges"),
-            _img(image_data_uri(example.pruned_image), "pruned edges"),
-            _img(image_data_uri(example.difference_image), "difference: red lost, blue new"),
+            _img(image_data_uri(example.dense_image), captions[0]),
+            _img(image_data_uri(example.pruned_image), captions[1]),
+            _img(image_data_uri(example.difference_image), captions[2]),
         ]
         pictures = f'<div class="images">{photo}{"".join(maps)}</div>'
         details = ""

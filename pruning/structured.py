@@ -80,12 +80,26 @@ def check_ratio(ratio: float) -> float:
     return float(ratio)
 
 
+class StructuredPruningError(RuntimeError):
+    """Raised when torch-pruning cannot trace or prune an architecture; masks still work on it."""
+
+
+def _unsupported(model: nn.Module, step: str, error: Exception) -> StructuredPruningError:
+    return StructuredPruningError(
+        f"torch-pruning {tp.__version__} could not {step} {type(model).__name__} for channel removal "
+        f"({type(error).__name__}: {error}). Zeroing weights with masks works on every model: choose the masks mode."
+    )
+
+
 def _build_graph(model: nn.Module, example_inputs: torch.Tensor) -> tp.DependencyGraph:
     # torch-pruning follows autograd's graph while tracing, so gradients must be on here even if
     # the caller runs under torch.no_grad() or inference_mode.
     with torch.enable_grad():
         model.requires_grad_(True)
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        try:
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+        except Exception as error:  # e.g. ShuffleNetV2's channel shuffle: ZeroDivisionError in index mapping
+            raise _unsupported(model, "trace", error) from error
 
 
 def _ignored_modules(model: nn.Module, output_heads: tuple[str, ...]) -> list[nn.Module]:
@@ -275,7 +289,10 @@ def apply_plan(base_model: nn.Module, plan: PruningPlan, example_inputs: torch.T
         group = DG.get_pruning_group(root, pruner.prune_out_channels, list(indices))
         if not DG.check_pruning_group(group):
             raise ValueError(f"cannot remove {len(indices)} channels from group {name!r}: it would leave none")
-        group.prune()
+        try:
+            group.prune()
+        except (RuntimeError, IndexError) as error:  # e.g. RegNet's grouped convolutions: index out of bounds
+            raise _unsupported(base_model, "prune", error) from error
     # Tracing switched gradients on; the pruned copy is for inference only.
     model.requires_grad_(False)
     return model

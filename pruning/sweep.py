@@ -15,7 +15,7 @@ from torch import nn
 
 from .catalog import get_model_entry
 from .explorer import PruneConfig, analyse_entry, prune
-from .metrics import count_macs, count_parameters, measure_latency
+from .metrics import count_macs, count_parameters, labelled_accuracy, measure_latency
 from .tasks import infer, output_fidelity, primary_fidelity
 
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -32,6 +32,7 @@ class SweepPoint:
     latency_ms: float  # median, batch 1 at the entry's example size
     fidelity: float  # primary fidelity on the held-out inputs, 1 = same as dense
     details: dict[str, float] = field(default_factory=dict)  # every fidelity measure
+    accuracy: float | None = None  # accuracy on labelled held-out data, for models that have it
 
 
 def run_sweep(
@@ -51,6 +52,7 @@ def run_sweep(
     example = entry.example_inputs()
     timing_input = torch.randn(example.shape, generator=torch.Generator().manual_seed(0))
     dense_output = infer(base_model, inputs)
+    labelled = entry.labelled_holdout() if entry.labelled_holdout is not None else None
 
     points = []
     total = len(criteria) * len(ratios)
@@ -70,6 +72,7 @@ def run_sweep(
                     latency_ms=latency.median_ms,
                     fidelity=primary_fidelity(entry, fidelity),
                     details=fidelity,
+                    accuracy=labelled_accuracy(model, *labelled) if labelled is not None else None,
                 )
             )
             if progress:

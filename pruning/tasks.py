@@ -1,4 +1,4 @@
-"""Per-task inference and rendering: class scores for classifiers, edge maps for HED."""
+"""Per-task inference and rendering: class scores for classifiers, edge maps for HED, class maps for segmentation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .catalog import TASK_CLASSIFICATION, TASK_EDGES, ModelEntry
-from .metrics import classification_fidelity, edge_map_fidelity
+from .catalog import TASK_CLASSIFICATION, TASK_EDGES, TASK_SEGMENTATION, ModelEntry
+from .metrics import classification_fidelity, edge_map_fidelity, segmentation_fidelity
 
 
 def fit_to_side(image: Image.Image, max_side: int | None) -> Image.Image:
@@ -45,6 +45,8 @@ def output_fidelity(entry: ModelEntry, dense_output: torch.Tensor, pruned_output
         return classification_fidelity(dense_output, pruned_output)
     if entry.task == TASK_EDGES:
         return edge_map_fidelity(dense_output, pruned_output)
+    if entry.task == TASK_SEGMENTATION:
+        return segmentation_fidelity(dense_output, pruned_output)
     raise ValueError(f"no fidelity measure for task {entry.task!r}")
 
 
@@ -61,6 +63,51 @@ def edge_difference_image(dense: torch.Tensor, pruned: torch.Tensor) -> Image.Im
     rgb[..., 0] = np.clip(-delta, 0, 1)  # lost edges
     rgb[..., 2] = np.clip(delta, 0, 1)  # new edges
     return Image.fromarray((rgb * 255.0).round().astype(np.uint8), mode="RGB")
+
+
+def segmentation_palette(classes: int) -> np.ndarray:
+    """Return one RGB colour per class (classes, 3) uint8; class 0, the background, is black.
+
+    The colours follow the PASCAL VOC bit pattern, so neighbouring class ids get distinct colours.
+    """
+    palette = np.zeros((classes, 3), dtype=np.uint8)
+    for cls in range(classes):
+        value, bit = cls, 7
+        while value:
+            for channel in range(3):
+                palette[cls, channel] |= ((value >> channel) & 1) << bit
+            value >>= 3
+            bit -= 1
+    return palette
+
+
+def class_map(scores: torch.Tensor) -> np.ndarray:
+    """Return the class id of every pixel (H, W) from segmentation scores (1, C, H, W)."""
+    return scores[0].argmax(0).numpy()
+
+
+def segmentation_overlay(image: Image.Image, scores: torch.Tensor, alpha: float = 0.55) -> Image.Image:
+    """Blend the class colours of `scores` over `image` (resized to the map); background stays as it is."""
+    classes = class_map(scores)
+    colours = segmentation_palette(scores.shape[1])[classes]
+    picture = np.asarray(image.convert("RGB").resize((classes.shape[1], classes.shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+    foreground = (classes > 0)[..., None]
+    blended = np.where(foreground, (1 - alpha) * picture + alpha * colours, picture)
+    return Image.fromarray(blended.round().astype(np.uint8), mode="RGB")
+
+
+def segmentation_difference_image(dense: torch.Tensor, pruned: torch.Tensor) -> Image.Image:
+    """Pixels where the two class maps disagree in white, agreement in black."""
+    differs = class_map(dense) != class_map(pruned)
+    return Image.fromarray((differs * 255).astype(np.uint8), mode="L")
+
+
+def class_areas(entry: ModelEntry, scores: torch.Tensor, top: int = 6) -> list[tuple[str, float]]:
+    """Return the largest classes of a segmentation output as (class name, share of pixels)."""
+    counts = np.bincount(class_map(scores).ravel(), minlength=scores.shape[1])
+    shares = counts / counts.sum()
+    order = np.argsort(-shares)[:top]
+    return [(entry.categories[i], float(shares[i])) for i in order if shares[i] > 0]
 
 
 def side_by_side(left: Image.Image, right: Image.Image, gap: int = 4) -> Image.Image:
@@ -83,14 +130,17 @@ class ImageComparison:
     fidelity: dict[str, float]
     dense_top: list[tuple[str, float]] = field(default_factory=list)  # classifiers only
     pruned_top: list[tuple[str, float]] = field(default_factory=list)
-    dense_image: Image.Image | None = None  # edge maps only
+    dense_image: Image.Image | None = None  # edge maps and segmentation overlays
     pruned_image: Image.Image | None = None
     difference_image: Image.Image | None = None
+    dense_areas: list[tuple[str, float]] = field(default_factory=list)  # segmentation only
+    pruned_areas: list[tuple[str, float]] = field(default_factory=list)
 
 
 def compare_on_image(entry: ModelEntry, dense: nn.Module, pruned: nn.Module, image: Image.Image) -> ImageComparison:
     """Run both models on `image` and collect what the task's view shows."""
-    inputs = prepare_input(entry, image)
+    image = fit_to_side(image.convert("RGB"), entry.max_input_side)
+    inputs = entry.preprocess(image)
     dense_output = infer(dense, inputs)
     pruned_output = infer(pruned, inputs)
     comparison = ImageComparison(dense_output, pruned_output, output_fidelity(entry, dense_output, pruned_output))
@@ -101,13 +151,19 @@ def compare_on_image(entry: ModelEntry, dense: nn.Module, pruned: nn.Module, ima
         comparison.dense_image = edge_map_image(dense_output)
         comparison.pruned_image = edge_map_image(pruned_output)
         comparison.difference_image = edge_difference_image(dense_output, pruned_output)
+    elif entry.task == TASK_SEGMENTATION:
+        comparison.dense_image = segmentation_overlay(image, dense_output)
+        comparison.pruned_image = segmentation_overlay(image, pruned_output)
+        comparison.difference_image = segmentation_difference_image(dense_output, pruned_output)
+        comparison.dense_areas = class_areas(entry, dense_output)
+        comparison.pruned_areas = class_areas(entry, pruned_output)
     return comparison
 
 
 def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_output: torch.Tensor) -> torch.Tensor:
     """Label-free loss of a student against the dense teacher's own predictions.
 
-    Hard targets (the teacher's top-1 class, or its edges thresholded at 0.5) keep the gradient
+    Hard targets (the teacher's top-1 class per image or per pixel, or its edges thresholded at 0.5) keep the gradient
     non-zero even while the student still equals the teacher, where a soft KL gradient is zero.
     """
     if entry.task == TASK_CLASSIFICATION:
@@ -115,12 +171,25 @@ def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_o
     if entry.task == TASK_EDGES:
         target = (teacher_output >= 0.5).float()
         return torch.nn.functional.binary_cross_entropy(student_output.clamp(1e-6, 1 - 1e-6), target)
+    if entry.task == TASK_SEGMENTATION:
+        return torch.nn.functional.cross_entropy(student_output, teacher_output.argmax(1))
     raise ValueError(f"no distillation loss for task {entry.task!r}")
 
 
+PRIMARY_FIDELITY = {
+    TASK_CLASSIFICATION: ("top1_agreement", "top-1 agreement with dense"),
+    TASK_EDGES: ("edge_f1", "edge F1 vs dense"),
+    TASK_SEGMENTATION: ("miou", "mIoU vs dense"),
+}
+
+
 def primary_fidelity(entry: ModelEntry, fidelity: dict[str, float]) -> float:
-    """Return the one fidelity number in [0, 1] that charts and budgets use: top-1 agreement or edge F1."""
-    return fidelity["top1_agreement"] if entry.task == TASK_CLASSIFICATION else fidelity["edge_f1"]
+    """Return the one fidelity number in [0, 1] that charts and budgets use: top-1 agreement, edge F1 or mIoU."""
+    return fidelity[PRIMARY_FIDELITY[entry.task][0]]
+
+
+def primary_fidelity_label(entry: ModelEntry) -> str:
+    return PRIMARY_FIDELITY[entry.task][1]
 
 
 def recovery_row(entry: ModelEntry, label: str, dense_output: torch.Tensor, pruned_output: torch.Tensor) -> dict[str, float | str]:
@@ -135,6 +204,9 @@ def recovery_row(entry: ModelEntry, label: str, dense_output: torch.Tensor, prun
         if confident.any():
             subset = classification_fidelity(dense_output[confident], pruned_output[confident])
             row[f"top-1 agreement, confident ({int(confident.sum())} images)"] = round(subset["top1_agreement"], 3)
+    elif entry.task == TASK_SEGMENTATION:
+        row["mIoU vs dense"] = round(fidelity["miou"], 3)
+        row["pixel agreement"] = round(fidelity["pixel_agreement"], 3)
     else:
         row["edge F1"] = round(fidelity["edge_f1"], 3)
         row["PSNR (dB)"] = round(fidelity["psnr_db"], 2)

@@ -26,13 +26,15 @@ import av
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from .catalog import TASK_CLASSIFICATION, ModelEntry
+from .catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION, ModelEntry
 from .media import MediaError, StopRequested, VideoFrame, transcode
 from .tasks import (
     edge_map_image,
     infer,
     output_fidelity,
     prepare_input,
+    primary_fidelity,
+    segmentation_overlay,
     side_by_side,
     top_k,
 )
@@ -57,7 +59,7 @@ class VideoComparison:
     task: str = TASK_CLASSIFICATION
     dense_ms: list[float] = field(default_factory=list)  # per-frame model latency
     pruned_ms: list[float] = field(default_factory=list)
-    agreement: list[float] = field(default_factory=list)  # per frame: same top-1 (0/1), or edge F1
+    agreement: list[float] = field(default_factory=list)  # per frame: same top-1 (0/1), edge F1 or mIoU
     frame_times_s: list[float] = field(default_factory=list)  # source time of each processed frame
     dense_labels: list[str] = field(default_factory=list)  # per frame "class 42%", classifiers only
     pruned_labels: list[str] = field(default_factory=list)
@@ -156,7 +158,7 @@ def compare_on_video(
         fidelity = output_fidelity(entry, dense_output, pruned_output)
         result.dense_ms.append((before_pruned - before_dense) * 1000.0)
         result.pruned_ms.append((finished - before_pruned) * 1000.0)
-        result.agreement.append(fidelity["top1_agreement"] if is_classifier else fidelity["edge_f1"])
+        result.agreement.append(primary_fidelity(entry, fidelity))
         result.frame_times_s.append(frame.time_s)
         if is_classifier:
             result.dense_labels.append(_top1_label(entry, dense_output))
@@ -211,9 +213,12 @@ def compare_on_video(
 
 
 def _render_panel(entry: ModelEntry, image: Image.Image, output, lines: list[str]) -> Image.Image:
-    """Draw one half of the output: the frame for classifiers or the edge map for HED, captioned with `lines`."""
+    """Draw one half of the output, captioned with `lines`: the frame for classifiers, the class
+    colours over the frame for segmentation, or the edge map for HED."""
     if entry.task == TASK_CLASSIFICATION:
         panel = image.convert("RGB").copy()
+    elif entry.task == TASK_SEGMENTATION:
+        panel = segmentation_overlay(image, output).resize(image.size, Image.Resampling.BILINEAR)
     else:
         panel = edge_map_image(output).convert("RGB").resize(image.size, Image.Resampling.BILINEAR)
 

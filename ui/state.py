@@ -6,6 +6,7 @@ on a deep copy inside `pruning.explorer.prune`, and the cached pruned models are
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -19,8 +20,14 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from pruning.calibration import calibration_images, holdout_images, to_batch
+from pruning.calibration import (
+    calibration_images,
+    holdout_images,
+    load_example,
+    to_batch,
+)
 from pruning.catalog import ModelEntry, get_model_entry, list_models
+from pruning.explain import cam_overlay, default_cam_layer, grad_cam, model_view
 from pruning.explorer import (
     MODES,
     PruneConfig,
@@ -29,10 +36,19 @@ from pruning.explorer import (
     model_stats,
     prune,
 )
-from pruning.export import config_from_recipe, export
+from pruning.export import CheckpointError, checkpoint_entry, config_from_recipe, export
+from pruning.gallery import (
+    feature_map_grid,
+    feature_maps,
+    filter_grid,
+    first_conv,
+    pruned_feature_maps_in_dense_order,
+    removed_channels,
+)
 from pruning.importance import DEFAULT_CRITERION, applicable_criteria, get_criterion
 from pruning.media import load_image, load_sample_image, sample_image_names
-from pruning.metrics import LatencyStats, compare_latency
+from pruning.metrics import LatencyStats, compare_latency, labelled_accuracy
+from pruning.models.torchvision_models import weights_size_mb
 from pruning.recovery import (
     distill,
     kept_output_channels,
@@ -46,9 +62,17 @@ from pruning.structured import (
     MAX_RATIO,
     ROUNDINGS,
     Analysis,
+    StructuredPruningError,
 )
 from pruning.sweep import SweepPoint, run_sweep
-from pruning.tasks import ImageComparison, compare_on_image, infer, recovery_row
+from pruning.tasks import (
+    ImageComparison,
+    compare_on_image,
+    fit_to_side,
+    infer,
+    prepare_input,
+    recovery_row,
+)
 from pruning.video import JobProgress, VideoJob
 
 CONFIG_KEY = "prune_config"
@@ -181,20 +205,31 @@ def sidebar() -> PruneConfig:
         st.header("Pruning setup")
         if rejected:
             st.warning("Ignored from the link: " + "; ".join(rejected) + ". The defaults are used instead.")
+        choices = model_choices()
+        if st.session_state.get("sidebar_model") not in choices:
+            st.session_state.pop("sidebar_model", None)  # an upload that the server no longer has
         name = st.selectbox(
             "Model",
-            list_models(),
+            choices,
             format_func=lambda n: get_model_entry(n).label,
             key="sidebar_model",
         )
         entry = get_model_entry(name)
         st.caption(entry.summary)
         if not entry.pretrained:
-            st.warning("Weights not installed: this model is untrained (structure and speed only).")
+            st.warning("Untrained: the pretrained weights are not on this machine, so only structure, size and speed are real.")
+            if entry.download is not None:
+                _download_button(entry)
+        modes = MODES
+        problem = structured_problem(name)
+        if problem is not None:
+            st.error(problem)
+            modes = tuple(mode for mode in MODES if mode != "structured")
+            st.session_state["sidebar_mode"] = modes[0]
 
         mode = st.radio(
             "Mode",
-            MODES,
+            modes,
             format_func=lambda m: "Remove channels (structured)" if m == "structured" else "Zero weights (masks)",
             key="sidebar_mode",
             help="Structured pruning removes whole channels, so the model gets smaller and faster. "
@@ -250,6 +285,7 @@ def sidebar() -> PruneConfig:
                 help="No layer loses more than this share of its channels, whatever the ratio or allocation.",
             )
             overrides = _overrides_editor(name, criterion)
+        _checkpoint_uploader()
     config = PruneConfig(
         model=name,
         ratio=float(ratio),
@@ -263,6 +299,81 @@ def sidebar() -> PruneConfig:
     st.session_state[CONFIG_KEY] = config
     _write_link(config)
     return config
+
+
+CHECKPOINTS_KEY = "user_checkpoints"  # catalogue names of the weights this session uploaded
+CHECKPOINT_MESSAGE_KEY = "checkpoint_message"
+
+
+def model_choices() -> list[str]:
+    """Return the catalogue names for the model picker: every catalogue entry plus this session's uploads."""
+    known = set(list_models(checkpoints=True))
+    return list_models() + [name for name in st.session_state.get(CHECKPOINTS_KEY, []) if name in known]
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking that channels can be removed…")
+def structured_problem(name: str) -> str | None:
+    """Return why `name` cannot lose channels, or None when it can (by pruning it at the default settings)."""
+    try:
+        load_pruned(PruneConfig(model=name, ratio=DEFAULT_RATIO, criterion=DEFAULT_CRITERION))
+    except StructuredPruningError as error:
+        return str(error)
+    return None
+
+
+def _download_button(entry: ModelEntry) -> None:
+    """Offer to fetch the weights into torchvision's cache, with a progress bar; nothing downloads without the click."""
+    if not st.button(f"Download the pretrained weights ({weights_size_mb(entry.name):.0f} MB)", key=f"download_{entry.name}"):
+        return
+    bar = st.progress(0.0, text="Connecting…")
+
+    def report(done: int, total: int | None) -> None:
+        share = done / total if total else 0.0
+        bar.progress(min(share, 1.0), text=f"{done / 1e6:.0f} of {total / 1e6:.0f} MB" if total else f"{done / 1e6:.0f} MB")
+
+    try:
+        entry.download(report)
+    except OSError as error:
+        bar.empty()
+        st.error(f"The download failed ({error}). This machine may have no internet access; the model stays untrained.")
+        return
+    # every cached model, analysis and measurement of the untrained build is now stale
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    st.rerun()
+
+
+def _load_uploaded_checkpoint() -> None:
+    """Button callback: check the uploaded state_dict, add it to the catalogue and select it."""
+    upload = st.session_state.get("checkpoint_upload")
+    architecture = st.session_state.get("checkpoint_architecture")
+    if upload is None or architecture is None:
+        return
+    try:
+        entry = checkpoint_entry(architecture, upload.getvalue(), upload.name)
+    except CheckpointError as error:
+        st.session_state[CHECKPOINT_MESSAGE_KEY] = ("error", f"{upload.name} was not loaded: {error}")
+        return
+    names = st.session_state.setdefault(CHECKPOINTS_KEY, [])
+    if entry.name not in names:
+        names.append(entry.name)
+    st.session_state["sidebar_model"] = entry.name
+    st.session_state[CHECKPOINT_MESSAGE_KEY] = ("success", f"Loaded {upload.name} into {get_model_entry(architecture).label}.")
+
+
+def _checkpoint_uploader() -> None:
+    with st.expander("Your own weights", expanded=CHECKPOINT_MESSAGE_KEY in st.session_state):
+        st.caption(
+            "Upload a state_dict (torch.save(model.state_dict(), path)) for one of the catalogue's architectures. "
+            "It is read with weights_only=True, so a file that would run code is rejected."
+        )
+        st.selectbox("Architecture", list_models(), format_func=lambda n: get_model_entry(n).label, key="checkpoint_architecture")
+        upload = st.file_uploader("state_dict file", type=["pt", "pth", "bin"], key="checkpoint_upload")
+        st.button("Load these weights", on_click=_load_uploaded_checkpoint, disabled=upload is None, key="checkpoint_load")
+        message = st.session_state.pop(CHECKPOINT_MESSAGE_KEY, None)
+        if message is not None:
+            kind, text = message
+            (st.error if kind == "error" else st.success)(text)
 
 
 def _overrides_editor(name: str, criterion: str) -> dict[str, float]:
@@ -304,20 +415,77 @@ def current_entry() -> ModelEntry:
     return get_model_entry(current_config().model)
 
 
-def load_input_image(sample: str | None, upload: bytes | None, upload_name: str = "upload") -> Image.Image:
-    """Load the uploaded image if there is one, else the named sample photo; raise MediaError on a bad file."""
+def load_input_image(sample: str | None, upload: bytes | None, upload_name: str = "upload", model: str | None = None) -> Image.Image:
+    """Load the uploaded image if there is one, else the named example of `model` (default: the shipped
+    photos); raise MediaError on a bad file."""
     if upload is not None:
         buffer = io.BytesIO(upload)
         buffer.name = upload_name  # error messages name the user's file
         return load_image(buffer)
+    if model is not None:
+        return load_example(get_model_entry(model), sample)
     return load_sample_image(sample)
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the dense and the pruned model…")
 def image_comparison(config: PruneConfig, sample: str | None, upload: bytes | None, upload_name: str = "upload") -> ImageComparison:
     entry = get_model_entry(config.model)
-    image = load_input_image(sample, upload, upload_name)
+    image = load_input_image(sample, upload, upload_name, config.model)
     return compare_on_image(entry, load_base_model(config.model), load_pruned(config).model, image)
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring accuracy on the labelled held-out data…")
+def labelled_accuracies(config: PruneConfig) -> tuple[float, float, int]:
+    """Return (dense accuracy, pruned accuracy, number of labelled held-out inputs) for a model with labels."""
+    entry = get_model_entry(config.model)
+    inputs, labels = entry.labelled_holdout()
+    dense = labelled_accuracy(load_base_model(config.model), inputs, labels)
+    return dense, labelled_accuracy(load_pruned(config).model, inputs, labels), len(labels)
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing Grad-CAM for both models…")
+def cam_comparison(config: PruneConfig, sample: str | None, upload: bytes | None, upload_name: str = "upload") -> tuple[Image.Image, Image.Image, str, str]:
+    """Return Grad-CAM overlays (dense, pruned) for the dense model's top-1 class, the layer and the class name."""
+    entry = get_model_entry(config.model)
+    dense = load_base_model(config.model)
+    pruned = load_pruned(config).model
+    image = fit_to_side(load_input_image(sample, upload, upload_name, config.model).convert("RGB"), entry.max_input_side)
+    inputs = entry.preprocess(image)
+    layer = default_cam_layer(dense, entry.example_inputs())
+    class_index = int(infer(dense, inputs).argmax(1))
+    view = model_view(entry, image)
+    overlays = [cam_overlay(view, grad_cam(model, inputs, layer, class_index)) for model in (dense, pruned)]
+    return overlays[0], overlays[1], layer, entry.categories[class_index]
+
+
+@st.cache_data(max_entries=16, show_spinner="Drawing filters and feature maps…")
+def inside_view(config: PruneConfig, layer: str, sample: str) -> dict:
+    """Return the filter grid of the first conv and the dense and pruned feature-map grids of `layer`.
+
+    Removed channels are drawn crossed out at their dense positions, so both grids line up.
+    """
+    entry = get_model_entry(config.model)
+    dense = load_base_model(config.model)
+    result = load_pruned(config)
+    kept = kept_output_channels(load_analysis(config.model, config.criterion), result.plan) if result.plan is not None else {}
+    first = first_conv(dense)
+    first_weight = dict(dense.named_modules())[first].weight.detach()
+    inputs = prepare_input(entry, load_example(entry, sample))
+    dense_maps = feature_maps(dense, layer, inputs)
+    pruned_maps = feature_maps(result.model, layer, inputs)
+    removed = removed_channels(dense, result.model, layer, kept)
+    if layer in kept:
+        pruned_maps = pruned_feature_maps_in_dense_order(pruned_maps, kept[layer], dense_maps.shape[0])
+    return {
+        "first_layer": first,
+        "filters": filter_grid(first_weight, removed_channels(dense, result.model, first, kept)),
+        "filters_total": first_weight.shape[0],
+        "dense_maps": feature_map_grid(dense_maps, removed),
+        "pruned_maps": feature_map_grid(pruned_maps, removed),
+        "channels": dense_maps.shape[0],
+        "removed": len(removed),
+        "map_size": tuple(dense_maps.shape[1:]),
+    }
 
 
 def run_video(config: PruneConfig, source: Path, *, remove_source: bool = False, **options) -> VideoJob:
@@ -414,14 +582,14 @@ def masks_vs_removal(name: str, ratio: float, criterion: str) -> list[dict]:
 @st.cache_data(max_entries=8, show_spinner=False)
 def sensitivity(name: str, criterion: str, ratios: tuple[float, ...], images: int, _progress=None) -> SensitivityScan:
     entry = get_model_entry(name)
-    inputs = to_batch(entry, calibration_images()[:images])
+    inputs = to_batch(entry, calibration_images(entry)[:images])
     return scan(entry, load_base_model(name), load_analysis(name, criterion), inputs, ratios=ratios, progress=_progress)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def sweep(name: str, criteria: tuple[str, ...], ratios: tuple[float, ...], allocation: str, _progress=None) -> list[SweepPoint]:
     entry = get_model_entry(name)
-    inputs = to_batch(entry, holdout_images())
+    inputs = to_batch(entry, holdout_images(entry))
     return run_sweep(name, load_base_model(name), inputs, criteria=criteria, ratios=ratios, allocation=allocation, progress=_progress)
 
 
@@ -429,7 +597,7 @@ def sweep(name: str, criteria: tuple[str, ...], ratios: tuple[float, ...], alloc
 def evaluation_batches(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibration and held-out input batches for a model (read-only, shared)."""
     entry = get_model_entry(name)
-    return to_batch(entry, calibration_images()), to_batch(entry, holdout_images())
+    return to_batch(entry, calibration_images(entry)), to_batch(entry, holdout_images(entry))
 
 
 def apply_overrides(overrides: dict[str, float]) -> None:
@@ -439,6 +607,12 @@ def apply_overrides(overrides: dict[str, float]) -> None:
 
 
 RECOVERY_METHODS = ("BatchNorm recalibration", "least-squares reconstruction", "distillation")
+LABELLED_FINETUNE = "fine-tuning with labels"
+
+
+def recovery_methods(entry: ModelEntry) -> tuple[str, ...]:
+    """Return the repairs that apply to `entry`: fine-tuning with labels only where it has labelled data."""
+    return RECOVERY_METHODS + ((LABELLED_FINETUNE,) if entry.finetune_with_labels is not None else ())
 
 
 def run_recovery(
@@ -467,9 +641,28 @@ def run_recovery(
             def step(elapsed: float, steps: int, loss: float, index=index) -> None:
                 progress((index + min(elapsed / budget_s, 1.0)) / len(methods), f"distillation: step {steps}, loss {loss:.3f}")
 
-            models[method], _ = distill(entry, result.model, base, calibration_images(), budget_s=budget_s, progress=step)
+            models[method], _ = distill(entry, result.model, base, calibration_images(entry), budget_s=budget_s, progress=step)
+        elif method == LABELLED_FINETUNE:
+            student = copy.deepcopy(result.model)  # trained in place; the cached pruned model stays as it is
+
+            def share(used: float, index=index) -> None:
+                progress((index + used) / len(methods), "fine-tuning with labels…")
+
+            entry.finetune_with_labels(student, seconds=budget_s, progress=share)
+            models[method] = student
     progress(1.0, "Measuring on held-out images…")
-    return [recovery_row(entry, name, dense_output, infer(model, holdout)) for name, model in models.items()]
+    rows = []
+    for name, model in models.items():
+        row = recovery_row(entry, name, dense_output, infer(model, holdout))
+        if entry.labelled_holdout is not None:
+            inputs, labels = entry.labelled_holdout()
+            row[f"labelled accuracy ({len(labels)} held-out)"] = round(labelled_accuracy(model, inputs, labels), 3)
+        rows.append(row)
+    if entry.labelled_holdout is not None:
+        inputs, labels = entry.labelled_holdout()
+        dense_row = {"model": "dense (reference)", f"labelled accuracy ({len(labels)} held-out)": round(labelled_accuracy(base, inputs, labels), 3)}
+        rows.insert(0, dense_row)
+    return rows
 
 
 def upload_limit_mb() -> int:
@@ -539,7 +732,7 @@ def saved_sweep_curve(config: PruneConfig) -> tuple[list[SweepPoint], str] | Non
     # NOTE: the saved sweep does not record its allocation, so one run before the sidebar's allocation
     # changed is reused as it is. It always uses the default rounding and per-layer maximum.
     shown = curve_criteria(config)
-    source = f"all {len(holdout_images())} held-out images, from the ratio sweep on the Sensitivity page"
+    source = f"all {len(holdout_images(get_model_entry(config.model)))} held-out images, from the ratio sweep on the Sensitivity page"
     return [point for point in points if point.criterion in shown], source
 
 

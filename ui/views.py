@@ -6,13 +6,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pruning.catalog import TASK_CLASSIFICATION
+from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
 from pruning.charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
 from pruning.explorer import PruneConfig, PruneResult
 from pruning.structured import Analysis, PruningPlan
 
 from . import state
-
 
 
 def _reduction(dense: float, pruned: float) -> str:
@@ -207,14 +206,18 @@ def sensitivity_heatmap(groups: tuple[str, ...], ratios: tuple[float, ...], fide
 
 
 def sweep_charts(points, fidelity_label: str) -> list[go.Figure]:
-    """Fidelity vs ratio, fidelity vs MACs, and latency vs ratio, one line per criterion."""
+    """Fidelity vs ratio (and labelled accuracy where the model has labels), fidelity vs MACs,
+    latency and parameters vs ratio, one line per criterion."""
     figures = []
-    for x_key, y_key, x_title, y_title in (
+    charts = [
         ("ratio", "fidelity", "channel ratio", fidelity_label),
         ("macs", "fidelity", "MACs (G)", fidelity_label),
         ("ratio", "latency_ms", "channel ratio", "latency (ms, median)"),
         ("ratio", "params", "channel ratio", "parameters (M)"),
-    ):
+    ]
+    if all(point.accuracy is not None for point in points):
+        charts.insert(1, ("ratio", "accuracy", "channel ratio", "labelled accuracy (held-out)"))
+    for x_key, y_key, x_title, y_title in charts:
         figure = go.Figure()
         for criterion in dict.fromkeys(point.criterion for point in points):
             rows = [point for point in points if point.criterion == criterion]
@@ -235,13 +238,31 @@ def group_members_table(members: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
-def image_comparison(entry, image, comparison, caption: str) -> None:
+def untrained_notice(entry) -> None:
+    """Say plainly that an untrained model's outputs are not predictions."""
+    st.warning(
+        f"{entry.label} is untrained here: its pretrained weights are not in torchvision's cache. "
+        "Sizes, MACs and latency are real; its outputs are not predictions, so only the agreement "
+        "between dense and pruned means something. Download the weights from the sidebar to fix that."
+    )
+
+
+def image_comparison(entry, image, comparison, caption: str, *, pretrained: bool = True) -> None:
     """Draw one input and both models' outputs with their fidelity (Images and Camera pages)."""
     fidelity = comparison.fidelity
+    if not pretrained:
+        untrained_notice(entry)
     if entry.task == TASK_CLASSIFICATION:
         photo, chart = st.columns([1, 2])
         photo.image(image, caption=caption, width="stretch")
-        chart.plotly_chart(top_k_chart(comparison.dense_top, comparison.pruned_top), width="stretch")
+        if pretrained:
+            chart.plotly_chart(top_k_chart(comparison.dense_top, comparison.pruned_top), width="stretch")
+        else:
+            chart.dataframe(
+                [{"rank": rank + 1, "dense output index": entry.categories.index(d[0]), "pruned output index": entry.categories.index(p[0])}
+                 for rank, (d, p) in enumerate(zip(comparison.dense_top, comparison.pruned_top))],
+                hide_index=True,
+            )
         columns = st.columns(3)
         columns[0].metric("Same top-1 class", "yes" if fidelity["top1_agreement"] == 1.0 else "no")
         columns[1].metric("Top-5 overlap", f"{fidelity['top5_overlap']:.0%}")
@@ -254,6 +275,9 @@ def image_comparison(entry, image, comparison, caption: str) -> None:
             )
         return
 
+    if entry.task == TASK_SEGMENTATION:
+        _segmentation_comparison(entry, image, comparison, caption, pretrained=pretrained)
+        return
     columns = st.columns(4)
     columns[0].image(image, caption=caption, width="stretch")
     columns[1].image(comparison.dense_image, caption="dense edges", width="stretch")
@@ -265,3 +289,23 @@ def image_comparison(entry, image, comparison, caption: str) -> None:
     metrics[1].metric("Edge F1 vs dense", f"{fidelity['edge_f1']:.3f}")
     metrics[2].metric("Mean absolute difference", f"{fidelity['mean_abs_error']:.4f}")
     st.caption("Edge F1 compares the two maps thresholded at 0.5, pixel by pixel.")
+
+
+def _segmentation_comparison(entry, image, comparison, caption: str, *, pretrained: bool) -> None:
+    fidelity = comparison.fidelity
+    columns = st.columns(4)
+    columns[0].image(image, caption=caption, width="stretch")
+    columns[1].image(comparison.dense_image, caption="dense classes", width="stretch")
+    columns[2].image(comparison.pruned_image, caption="pruned classes", width="stretch")
+    columns[3].image(comparison.difference_image, caption="white: the classes differ", width="stretch")
+    metrics = st.columns(2)
+    metrics[0].metric("mIoU vs dense", f"{fidelity['miou']:.3f}")
+    metrics[1].metric("Pixel agreement", f"{fidelity['pixel_agreement']:.1%}")
+    if pretrained:
+        left, right = st.columns(2)
+        left.dataframe([{"dense: class": name, "share of pixels": f"{share:.1%}"} for name, share in comparison.dense_areas], hide_index=True)
+        right.dataframe([{"pruned: class": name, "share of pixels": f"{share:.1%}"} for name, share in comparison.pruned_areas], hide_index=True)
+    st.caption(
+        "mIoU averages, over the classes either model predicts, the overlap of the two class maps divided by "
+        "their union; the dense model's map is the reference, not a human labelling."
+    )

@@ -1,0 +1,66 @@
+"""Every catalogue entry through the dashboard: build, prune at 0.3 and draw its task view under AppTest."""
+
+import pytest
+from test_app import go_to, metric, open_app
+
+from pruning.catalog import TASK_CLASSIFICATION, TASK_EDGES, TASK_SEGMENTATION, get_model_entry, list_models
+
+TASK_METRIC = {
+    TASK_CLASSIFICATION: "Top-5 overlap",
+    TASK_EDGES: "Edge F1 vs dense",
+    TASK_SEGMENTATION: "mIoU vs dense",
+}
+STRUCTURED_UNSUPPORTED = {"shufflenet_v2_x1_0", "regnet_y_400mf"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list_models())
+def test_catalogue_entry_task_view(name):
+    entry = get_model_entry(name)
+    app = go_to(open_app(sidebar_model=name, sidebar_ratio=0.3), "images")
+
+    assert metric(app, "MACs")
+    assert metric(app, TASK_METRIC[entry.task])
+    errors = [element.value for element in app.error]
+    if name in STRUCTURED_UNSUPPORTED:
+        assert len(errors) == 1
+        assert "masks mode" in errors[0]
+        assert app.radio(key="sidebar_mode").options == ["Zero weights (masks)"]
+    else:
+        assert errors == []
+    warnings = " ".join(element.value for element in app.warning)
+    if entry.pretrained:
+        assert "untrained" not in warnings.lower()
+    else:
+        # labelled in the sidebar and again above the outputs, which are not shown as predictions
+        assert warnings.lower().count("untrained") >= 2
+        assert not app.get("plotly_chart") or entry.task != TASK_CLASSIFICATION
+
+
+def test_images_grad_cam_for_classifier():
+    app = go_to(open_app(sidebar_ratio=0.3), "images")
+    captions = " ".join(element.value for element in app.caption)
+    assert "Grad-CAM" in captions
+    assert "features.18.0" in captions or "features.17" in captions
+    assert len(app.get("image")) >= 3
+
+
+def test_digits_images_show_labelled_accuracy():
+    app = go_to(open_app(sidebar_model="digits_cnn", sidebar_ratio=0.3), "images")
+    assert not app.error, [e.value for e in app.error]
+    dense = metric(app, "Dense accuracy, 1000 labelled held-out")
+    assert float(dense.rstrip("%")) > 90
+    assert metric(app, "Pruned accuracy, 1000 labelled held-out").endswith("%")
+    assert app.selectbox(key="images_example").value.startswith("held-out digit")
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "hed"])
+def test_inside_page_grids(model):
+    app = go_to(open_app(sidebar_model=model, sidebar_ratio=0.5), "inside")
+    assert not app.error, [e.value for e in app.error]
+    captions = " ".join(element.value for element in app.caption)
+    assert "removed" in captions
+    layer = app.selectbox(key=f"inside_layer_{model}")
+    layer.set_value(layer.options[2]).run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert len(app.get("image")) >= 3
