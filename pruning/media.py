@@ -24,9 +24,11 @@ import io
 import logging
 import math
 import os
+import queue
 import re
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -880,6 +882,7 @@ def transcode(
     progress: Callable[[int, int | None], None] | None = None,
     crf: int = 23,
     preset: str = DEFAULT_PRESET,
+    background: bool = True,
 ) -> TranscodeResult:
     """Decode a video, pass each frame through `render` and write the results as H.264 MP4.
 
@@ -889,6 +892,11 @@ def transcode(
     later frames must match it. `progress(done, total)` is called after each written frame, with
     `total` estimated from the container header (None when it gives neither a frame count nor a
     duration).
+
+    With `background=True`, decoding and encoding run in their own threads, a few frames ahead of
+    and behind `render`, so that they overlap the models; `decode_s` and `encode_s` in the result
+    then count only the time this thread waited for them. `background=False` runs everything on the
+    calling thread (for measurement).
 
     If `render` or `progress` raises `StopRequested`, the frames written so far are finished into a
     playable file and the result has `stopped=True`. A frame whose `render` raised is not written.
@@ -901,45 +909,56 @@ def transcode(
     total = _expected_frame_count(info, stride, max_frames, max_seconds)
 
     writer: H264Writer | None = None
+    encoder: _BackgroundEncoder | None = None
     stop: StopRequested | None = None
     frames_in = 0
+    frames_out = 0
     end_s = 0.0
     decode_s = 0.0
     encode_s = 0.0
+    # Decoding runs ahead and encoding behind in their own threads, so both overlap the models.
     frames = iter_frames(input_path, max_frames=max_frames, stride=stride, max_seconds=max_seconds, max_side=max_side)
+    decoder = _Prefetcher(frames) if background else _InlineFrames(frames)
     try:
-        with contextlib.closing(frames):
-            while True:
-                started = time.perf_counter()
-                frame = next(frames, None)
-                decode_s += time.perf_counter() - started
-                if frame is None:
-                    break
+        while True:
+            started = time.perf_counter()
+            frame = decoder.next()
+            decode_s += time.perf_counter() - started
+            if frame is None:
+                break
 
+            try:
+                array = _frame_array(render(frame))
+            except StopRequested as error:
+                stop = error
+                break
+
+            started = time.perf_counter()
+            if writer is None:
+                height, width = array.shape[:2]
+                writer = H264Writer(output_path, fps=input_rate / stride, width=width, height=height, crf=crf, preset=preset)
+                encoder = _BackgroundEncoder(writer) if background else _InlineEncoder(writer)
+            encoder.write(array, time_s=frame.time_s, duration_s=frame.duration_s)
+            encode_s += time.perf_counter() - started
+            frames_out += 1
+            frames_in = frame.index + 1
+            end_s = frame.time_s + frame.duration_s
+
+            if progress is not None:
                 try:
-                    array = _frame_array(render(frame))
+                    progress(frames_out, total)
                 except StopRequested as error:
                     stop = error
                     break
-
-                started = time.perf_counter()
-                if writer is None:
-                    height, width = array.shape[:2]
-                    writer = H264Writer(
-                        output_path, fps=input_rate / stride, width=width, height=height, crf=crf, preset=preset
-                    )
-                writer.write(array, time_s=frame.time_s, duration_s=frame.duration_s)
-                encode_s += time.perf_counter() - started
-                frames_in = frame.index + 1
-                end_s = frame.time_s + frame.duration_s
-
-                if progress is not None:
-                    try:
-                        progress(writer.frames_written, total)
-                    except StopRequested as error:
-                        stop = error
-                        break
+        decoder.close()
+        if encoder is not None:
+            started = time.perf_counter()
+            encoder.close()
+            encode_s += time.perf_counter() - started
     except BaseException:
+        decoder.close()
+        if encoder is not None:
+            encoder.abort()
         if writer is not None:
             writer.abort()
         raise
@@ -949,7 +968,11 @@ def transcode(
             raise stop
         raise MediaError(f"No frames could be decoded from '{Path(input_path).name}'. {_VIDEO_FORMATS_HINT}")
     started = time.perf_counter()
-    writer.close()
+    try:
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     encode_s += time.perf_counter() - started
 
     return TranscodeResult(
@@ -965,6 +988,137 @@ def transcode(
         decode_s=decode_s,
         encode_s=encode_s,
     )
+
+
+_QUEUE_DEPTH = 2  # frames buffered between each background thread and the models
+
+
+class _Prefetcher:
+    """Frames from a decoding iterator, produced by a background thread up to `depth` frames ahead.
+
+    The thread owns the iterator and closes it when it ends or when `close()` is called, so the
+    container is released on every path. An exception from decoding is raised by `next()`.
+    """
+
+    def __init__(self, frames: Iterator[VideoFrame], depth: int = _QUEUE_DEPTH):
+        self._frames = frames
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="video-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with contextlib.closing(self._frames):
+                for frame in self._frames:
+                    if not self._put(("frame", frame)):
+                        return
+            self._put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            self._put(("error", error))
+
+    def _put(self, item) -> bool:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self) -> VideoFrame | None:
+        """Return the next frame, or None after the last one."""
+        kind, value = self._queue.get()
+        if kind == "error":
+            self._put_back_end()
+            raise value
+        if kind == "end":
+            self._put_back_end()
+            return None
+        return value
+
+    def _put_back_end(self) -> None:
+        # a later next() must not block on a thread that has finished
+        self._queue.put(("end", None))
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
+class _InlineFrames:
+    """The `_Prefetcher` interface over a frame iterator, decoding on the calling thread."""
+
+    def __init__(self, frames: Iterator[VideoFrame]):
+        self._frames = frames
+
+    def next(self) -> VideoFrame | None:
+        return next(self._frames, None)
+
+    def close(self) -> None:
+        self._frames.close()
+
+
+class _InlineEncoder:
+    """The `_BackgroundEncoder` interface, encoding on the calling thread."""
+
+    def __init__(self, writer: H264Writer):
+        self._writer = writer
+
+    def write(self, array: np.ndarray, *, time_s: float, duration_s: float) -> None:
+        self._writer.write(array, time_s=time_s, duration_s=duration_s)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _BackgroundEncoder:
+    """Feeds frames to an H264Writer from a background thread, up to `depth` frames behind.
+
+    `write` raises the writer's exception, if an earlier frame failed, and blocks while the queue
+    is full. `close` waits for every queued frame, and `abort` drops the ones not yet encoded.
+    """
+
+    def __init__(self, writer: H264Writer, depth: int = _QUEUE_DEPTH):
+        self._writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._aborted = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="video-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._aborted.is_set():
+                return
+            if self._error is not None:
+                continue  # keep draining so write() never blocks on a full queue
+            array, time_s, duration_s = item
+            try:
+                self._writer.write(array, time_s=time_s, duration_s=duration_s)
+            except BaseException as error:  # raised on the caller's thread by write() or close()
+                self._error = error
+
+    def write(self, array: np.ndarray, *, time_s: float, duration_s: float) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((array, time_s, duration_s))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        self._aborted.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout=10)
 
 
 def _expected_frame_count(

@@ -133,6 +133,7 @@ def compare_on_video(
     max_seconds: float | None = None,
     max_side: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    background: bool = True,
 ) -> VideoComparison:
     """Run both models on the selected frames of `input_path` and write dense | pruned to `output_path` (H.264).
 
@@ -188,6 +189,7 @@ def compare_on_video(
         max_seconds=max_seconds,
         max_side=max_side,
         progress=progress,
+        background=background,
     )
     result.wall_s = time.perf_counter() - started
 

@@ -808,3 +808,47 @@ def test_writer_explicit_times_kept_and_increasing(tmp_path: Path):
     assert times[:2] == pytest.approx([0.0, 0.25])
     assert times[2] > times[1]
     assert media.probe_video(output).duration_s == pytest.approx(0.75, abs=1e-3)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_transcode_threads_match_serial(clip: Path, tmp_path: Path, background: bool):
+    output = tmp_path / f"out-{background}.mp4"
+    result = media.transcode(clip, output, identity, background=background)
+    serial = media.transcode(clip, tmp_path / "serial.mp4", identity, background=False)
+
+    assert result.frames_out == serial.frames_out == CLIP_FRAMES
+    assert result.duration_s == serial.duration_s
+    ours = [np.asarray(frame.image) for frame in media.iter_frames(output)]
+    reference = [np.asarray(frame.image) for frame in media.iter_frames(tmp_path / "serial.mp4")]
+    assert len(ours) == len(reference)
+    for mine, theirs in zip(ours, reference):
+        assert np.abs(mine.astype(int) - theirs.astype(int)).max() <= 2
+
+
+def test_transcode_encoder_thread_error_raised(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def grow_on_fifth(frame: media.VideoFrame) -> np.ndarray:
+        array = np.asarray(frame.image)
+        # a size change after the first frame makes the writer raise, inside the encoder thread
+        return np.pad(array, ((0, 2), (0, 2), (0, 0))) if frame.index == 4 else array
+
+    with pytest.raises(ValueError):
+        media.transcode(clip, output, grow_on_fifth, background=True)
+
+    assert not output.exists()
+    assert list(tmp_path.iterdir()) == [clip]
+
+
+def test_transcode_stop_keeps_frames_threaded(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def stop_after_five(done: int, total: int | None) -> None:
+        if done == 5:
+            raise media.StopRequested()
+
+    result = media.transcode(clip, output, identity, progress=stop_after_five, background=True)
+
+    assert result.stopped
+    assert result.frames_out == 5
+    assert len(list(media.iter_frames(output))) == 5
