@@ -64,3 +64,50 @@ def test_inside_page_grids(model):
     layer.set_value(layer.options[2]).run()
     assert not app.exception, [e.value for e in app.exception]
     assert len(app.get("image")) >= 3
+
+
+def _state_dict_bytes(model) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def test_sidebar_loads_uploaded_weights():
+    from torchvision.models import resnet18
+
+    app = open_app()
+    app.selectbox(key="checkpoint_architecture").set_value("resnet18").run()
+    app.file_uploader(key="checkpoint_upload").upload("mine.pt", _state_dict_bytes(resnet18()), "application/octet-stream").run()
+    app.button(key="checkpoint_load").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+
+    model = app.selectbox(key="sidebar_model")
+    assert model.value.startswith("resnet18@")
+    assert "your weights (mine.pt)" in get_model_entry(model.value).label
+    assert any("Loaded mine.pt" in element.value for element in app.success)
+    assert not any("untrained" in element.value.lower() for element in app.warning)
+    go_to(app, "images")
+    assert metric(app, "Top-5 overlap")
+
+
+def test_sidebar_rejects_wrong_weights():
+    from torchvision.models import resnet18
+
+    app = open_app(sidebar_ratio=0.5)
+    before = metric(app, "MACs")
+    app.selectbox(key="checkpoint_architecture").set_value("mobilenet_v2").run()
+    app.file_uploader(key="checkpoint_upload").upload("resnet.pt", _state_dict_bytes(resnet18()), "application/octet-stream").run()
+    app.button(key="checkpoint_load").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+
+    errors = [element.value for element in app.error]
+    assert len(errors) == 1
+    assert "resnet.pt was not loaded" in errors[0]
+    assert "missing key" in errors[0]
+    # the current model and its numbers stay
+    assert app.selectbox(key="sidebar_model").value == "mobilenet_v2"
+    assert metric(app, "MACs") == before

@@ -355,3 +355,27 @@ def test_split_and_wipe():
     assert wiped.getpixel((80, 10)) == (0, 0, 255)
     with pytest.raises(ValueError, match="position"):
         wipe_image(left, right, 1.5)
+
+
+def test_segmentation_clip_overlays(tmp_path):
+    entry = get_model_entry("lraspp_mobilenet_v3_large")
+    dense = entry.build()
+    pruned = prune(dense, PruneConfig(entry.name, 0.3)).model
+    source = write_clip(tmp_path / "in.mp4", width=96, height=64, frames=4, fps=10)
+    result = compare_on_video(entry, dense, pruned, source, tmp_path / "out.mp4")
+    _, _, frames = _decoded(tmp_path / "out.mp4")
+    assert len(frames) == result.frames_out == 4
+    assert all(0.0 <= score <= 1.0 for score in result.agreement)  # mIoU of the two class maps
+    assert result.dense_labels == []
+
+
+def test_segmentation_panel_colours_classes():
+    from pruning.video import _render_panel
+
+    entry = get_model_entry("lraspp_mobilenet_v3_large")
+    frame = Image.new("RGB", (40, 30), (0, 0, 0))
+    scores = torch.zeros(1, 21, 30, 40)
+    scores[0, 15, :, 20:] = 1.0  # "person" on the right half, background on the left
+    panel = np.asarray(_render_panel(entry, frame, scores, []))
+    assert panel[:, :20].max() == 0  # background keeps the frame's pixels
+    assert panel[15, 30].max() > 0  # the person's pixels get the class colour
