@@ -79,7 +79,10 @@ st.subheader(f"Before and after: {data.sample}")
 if entry.task == TASK_CLASSIFICATION:
     photo, chart = st.columns([1, 2])
     photo.image(data.photo, caption="input", width="stretch")
-    chart.plotly_chart(figures["top5"], width="stretch")
+    if "top5" in figures:
+        chart.plotly_chart(figures["top5"], width="stretch")
+    else:
+        chart.warning("This model is untrained here, so its outputs are not predictions and no classes are shown.")
 else:
     if entry.task == TASK_SEGMENTATION:
         captions = ("dense classes", "pruned classes", "white: the classes differ")

@@ -290,11 +290,15 @@ def fidelity_label(data: ReportData) -> str:
     return primary_fidelity_label(data.entry)
 
 
+UNTRAINED_TEXT = "untrained (pretrained weights not on this machine): sizes, MACs and latency are real, outputs are not predictions"
+
+
 def configuration_rows(data: ReportData) -> list[dict[str, str]]:
     """Rows (setting, value) of the configuration the report measures."""
     config = data.config
     rows = [
         ("Model", data.entry.label),
+        ("Weights", data.entry.weights_source if data.entry.pretrained else UNTRAINED_TEXT),
         ("Mode", _mode_label(config.mode)),
         ("Importance criterion", get_criterion(config.criterion).label if config.mode == "structured" else "weight magnitude"),
         ("Allocation", "same ratio in every layer" if config.allocation == "uniform" else "one ranking across layers"),
@@ -435,7 +439,7 @@ def curve_chart(data: ReportData) -> go.Figure:
 def report_figures(data: ReportData) -> dict[str, go.Figure]:
     """Build the report's charts, keyed by file name stem: costs, the top-5 example (classifiers) and the curve."""
     figures = {"costs": costs_chart(data)}
-    if data.entry.task == TASK_CLASSIFICATION:
+    if data.entry.task == TASK_CLASSIFICATION and data.entry.pretrained:
         figures["top5"] = top5_chart(data.example)
     figures["fidelity-curve"] = curve_chart(data)
     return figures
@@ -501,7 +505,10 @@ def _example_html(data: ReportData, figures: Mapping[str, go.Figure]) -> str:
     example = data.example
     credit = SAMPLE_IMAGES[data.sample].credit if data.sample in SAMPLE_IMAGES else ""
     photo = _img(image_data_uri(data.photo, "JPEG", PHOTO_MAX_SIDE), f"input: {data.sample}")
-    if data.entry.task == TASK_CLASSIFICATION:
+    if data.entry.task == TASK_CLASSIFICATION and not data.entry.pretrained:
+        pictures = f'<div class="images">{photo}</div>'
+        details = f"<p>{html.escape(UNTRAINED_TEXT)}, so no class names are shown.</p>"
+    elif data.entry.task == TASK_CLASSIFICATION:
         pictures = f'<div class="images">{photo}</div>'
         ranks = [
             {"rank": str(i + 1), "dense": f"{d[0]} ({d[1]:.1%})", "pruned": f"{p[0]} ({p[1]:.1%})"}

@@ -145,6 +145,7 @@ def compare_on_video(
     """
     result = VideoComparison(frames_in=0, frames_out=0, task=entry.task)
     is_classifier = entry.task == TASK_CLASSIFICATION
+    predicts = entry.pretrained  # an untrained model's top class is not a prediction, so its index is shown
 
     def render(frame: VideoFrame) -> Image.Image:
         started = time.perf_counter()
@@ -162,8 +163,8 @@ def compare_on_video(
         result.agreement.append(primary_fidelity(entry, fidelity))
         result.frame_times_s.append(frame.time_s)
         if is_classifier:
-            result.dense_labels.append(_top1_label(entry, dense_output))
-            result.pruned_labels.append(_top1_label(entry, pruned_output))
+            result.dense_labels.append(_top1_label(entry, dense_output, predicts))
+            result.pruned_labels.append(_top1_label(entry, pruned_output, predicts))
 
         shown = display_size(frame.image)
         dense_lines = [f"dense  {result.dense_fps:.1f} fps"]
@@ -242,7 +243,9 @@ def _caption_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def _top1_label(entry: ModelEntry, logits) -> str:
+def _top1_label(entry: ModelEntry, logits, predicts: bool = True) -> str:
+    if not predicts:
+        return f"untrained: output {int(logits[0].argmax())}"
     label, probability = top_k(entry, logits, k=1)[0]
     return f"{label} {probability:.0%}"
 

@@ -111,3 +111,13 @@ def test_sidebar_rejects_wrong_weights():
     # the current model and its numbers stay
     assert app.selectbox(key="sidebar_model").value == "mobilenet_v2"
     assert metric(app, "MACs") == before
+
+
+def test_report_untrained_classifier_shows_no_classes():
+    app = go_to(open_app(sidebar_model="squeezenet1_1", sidebar_ratio=0.3), "report")
+    app.button(key="report_build").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    warnings = " ".join(element.value for element in app.warning)
+    assert "no classes are shown" in warnings
+    settings = app.dataframe[0].value
+    assert "untrained" in settings.set_index("setting").loc["Weights", "value"]

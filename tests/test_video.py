@@ -379,3 +379,13 @@ def test_segmentation_panel_colours_classes():
     panel = np.asarray(_render_panel(entry, frame, scores, []))
     assert panel[:, :20].max() == 0  # background keeps the frame's pixels
     assert panel[15, 30].max() > 0  # the person's pixels get the class colour
+
+
+def test_untrained_frame_label_names_no_class():
+    from pruning.video import _top1_label
+
+    entry = get_model_entry("resnet18")
+    logits = torch.zeros(1, 1000)
+    logits[0, 281] = 5.0
+    assert _top1_label(entry, logits, predicts=False) == "untrained: output 281"
+    assert _top1_label(entry, logits).startswith("tabby ")
