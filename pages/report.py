@@ -1,7 +1,7 @@
 import streamlit as st
 
 from pruning.calibration import example_names
-from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
+from pruning.catalog import TASK_CLASSIFICATION
 from pruning.report import (
     configuration_rows,
     fidelity_rows,
@@ -84,15 +84,7 @@ if entry.task == TASK_CLASSIFICATION:
     else:
         chart.warning("This model is untrained here, so its outputs are not predictions and no classes are shown.")
 else:
-    if entry.task == TASK_SEGMENTATION:
-        captions = ("dense classes", "pruned classes", "white: the classes differ")
-    else:
-        captions = ("dense edges", "pruned edges", "difference: red lost, blue new")
-    columns = st.columns(4)
-    columns[0].image(data.photo, caption="input", width="stretch")
-    columns[1].image(data.example.dense_image, caption=captions[0], width="stretch")
-    columns[2].image(data.example.pruned_image, caption=captions[1], width="stretch")
-    columns[3].image(data.example.difference_image, caption=captions[2], width="stretch")
+    views.output_maps(entry, data.photo, "input", data.example)
 st.dataframe(fidelity_rows(data.example.fidelity, entry.task), hide_index=True)
 
 st.subheader("Fidelity against ratio")

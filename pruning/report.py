@@ -40,6 +40,7 @@ from .importance import get_criterion
 from .media import SAMPLE_IMAGES
 from .metrics import LatencyStats, compare_latency
 from .tasks import (
+    OUTPUT_MAP_CAPTIONS,
     ImageComparison,
     compare_on_image,
     infer,
@@ -516,10 +517,7 @@ def _example_html(data: ReportData, figures: Mapping[str, go.Figure]) -> str:
         ]
         details = _table(ranks, numeric=False) + _figure_html(figures["top5"], "top5")
     else:
-        if data.entry.task == TASK_SEGMENTATION:
-            captions = ("dense classes", "pruned classes", "difference: white where the classes differ")
-        else:
-            captions = ("dense edges", "pruned edges", "difference: red lost, blue new")
+        captions = OUTPUT_MAP_CAPTIONS[data.entry.task]
         maps = [
             _img(image_data_uri(example.dense_image), captions[0]),
             _img(image_data_uri(example.pruned_image), captions[1]),

@@ -176,6 +176,12 @@ def distillation_loss(entry: ModelEntry, student_output: torch.Tensor, teacher_o
     raise ValueError(f"no distillation loss for task {entry.task!r}")
 
 
+# Captions of the dense map, the pruned map and their difference, for tasks whose output is an image.
+OUTPUT_MAP_CAPTIONS = {
+    TASK_EDGES: ("dense edges", "pruned edges", "difference: red lost, blue new"),
+    TASK_SEGMENTATION: ("dense classes", "pruned classes", "difference: white where the classes differ"),
+}
+
 PRIMARY_FIDELITY = {
     TASK_CLASSIFICATION: ("top1_agreement", "top-1 agreement with dense"),
     TASK_EDGES: ("edge_f1", "edge F1 vs dense"),

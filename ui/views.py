@@ -10,6 +10,7 @@ from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
 from pruning.charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
 from pruning.explorer import PruneConfig, PruneResult
 from pruning.structured import Analysis, PruningPlan
+from pruning.tasks import OUTPUT_MAP_CAPTIONS
 
 from . import state
 
@@ -275,14 +276,10 @@ def image_comparison(entry, image, comparison, caption: str, *, pretrained: bool
             )
         return
 
+    output_maps(entry, image, caption, comparison)
     if entry.task == TASK_SEGMENTATION:
-        _segmentation_comparison(entry, image, comparison, caption, pretrained=pretrained)
+        _segmentation_metrics(entry, comparison, pretrained=pretrained)
         return
-    columns = st.columns(4)
-    columns[0].image(image, caption=caption, width="stretch")
-    columns[1].image(comparison.dense_image, caption="dense edges", width="stretch")
-    columns[2].image(comparison.pruned_image, caption="pruned edges", width="stretch")
-    columns[3].image(comparison.difference_image, caption="difference: red lost, blue new", width="stretch")
     metrics = st.columns(3)
     psnr = fidelity["psnr_db"]
     metrics[0].metric("PSNR vs dense", "identical" if psnr == float("inf") else f"{psnr:.1f} dB")
@@ -291,13 +288,17 @@ def image_comparison(entry, image, comparison, caption: str, *, pretrained: bool
     st.caption("Edge F1 compares the two maps thresholded at 0.5, pixel by pixel.")
 
 
-def _segmentation_comparison(entry, image, comparison, caption: str, *, pretrained: bool) -> None:
-    fidelity = comparison.fidelity
+def output_maps(entry, image, caption: str, comparison) -> None:
+    """Draw the input next to the dense map, the pruned map and their difference (edges, segmentation)."""
     columns = st.columns(4)
     columns[0].image(image, caption=caption, width="stretch")
-    columns[1].image(comparison.dense_image, caption="dense classes", width="stretch")
-    columns[2].image(comparison.pruned_image, caption="pruned classes", width="stretch")
-    columns[3].image(comparison.difference_image, caption="white: the classes differ", width="stretch")
+    pictures = (comparison.dense_image, comparison.pruned_image, comparison.difference_image)
+    for column, picture, text in zip(columns[1:], pictures, OUTPUT_MAP_CAPTIONS[entry.task]):
+        column.image(picture, caption=text, width="stretch")
+
+
+def _segmentation_metrics(entry, comparison, *, pretrained: bool) -> None:
+    fidelity = comparison.fidelity
     metrics = st.columns(2)
     metrics[0].metric("mIoU vs dense", f"{fidelity['miou']:.3f}")
     metrics[1].metric("Pixel agreement", f"{fidelity['pixel_agreement']:.1%}")
