@@ -213,11 +213,22 @@ def _sweep(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "allocation": args.allocation,
         "holdout_images": len(inputs),
-        "points": [
-            {"criterion": p.criterion, "ratio": p.ratio, "params": p.params, "macs": p.macs, "latency_ms": round(p.latency_ms, 3), "fidelity": p.fidelity}
-            for p in points
-        ],
+        "points": [_sweep_point(point) for point in points],
     }
+
+
+def _sweep_point(point) -> dict[str, Any]:
+    row = {
+        "criterion": point.criterion,
+        "ratio": point.ratio,
+        "params": point.params,
+        "macs": point.macs,
+        "latency_ms": round(point.latency_ms, 3),
+        "fidelity": point.fidelity,
+    }
+    if point.accuracy is not None:
+        row["accuracy"] = point.accuracy  # labelled held-out accuracy, for models with labels
+    return row
 
 
 def _sensitivity(args: argparse.Namespace) -> dict[str, Any]:

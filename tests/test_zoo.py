@@ -205,3 +205,11 @@ def test_cli_digits_labelled_accuracy(capsys):
     assert payload["accuracy"]["dense"] > 0.95
     assert payload["accuracy"]["pruned"] < payload["accuracy"]["dense"]
     assert payload["fidelity"]["images"] == 12  # the held-out digit examples, not the photos
+
+
+def test_cli_sweep_digits_has_accuracy(capsys):
+    assert main(["sweep", "--model", "digits_cnn", "--criteria", "l1", "--ratios", "0,0.5", "--json"]) == 0
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert [point["ratio"] for point in points] == [0.0, 0.5]
+    assert points[0]["accuracy"] > 0.95
+    assert points[1]["accuracy"] < points[0]["accuracy"]
