@@ -33,7 +33,7 @@ st.caption(
     "Each map is scaled to its own range (black low, white high); at most the first 64 are drawn."
 )
 dense, pruned = st.columns(2)
-dense.image(view["dense_maps"], caption="dense model", width="stretch")
-pruned.image(view["pruned_maps"], caption="pruned model: kept channels at their dense positions", width="stretch")
+dense.image(view["dense_maps"], caption="dense model: every channel", width="stretch")
+pruned.image(view["pruned_maps"], caption="pruned model: kept channels at their dense positions, removed ones crossed out", width="stretch")
 if config.mode != "structured":
     st.info("Masks keep every channel, so nothing is crossed out; zeroed weights show as grey in the filters.")

@@ -462,7 +462,8 @@ def cam_comparison(config: PruneConfig, sample: str | None, upload: bytes | None
 def inside_view(config: PruneConfig, layer: str, sample: str) -> dict:
     """Return the filter grid of the first conv and the dense and pruned feature-map grids of `layer`.
 
-    Removed channels are drawn crossed out at their dense positions, so both grids line up.
+    The pruned grid puts each kept map at its dense position and crosses out the removed ones, so
+    the two grids line up.
     """
     entry = get_model_entry(config.model)
     dense = load_base_model(config.model)
@@ -480,7 +481,7 @@ def inside_view(config: PruneConfig, layer: str, sample: str) -> dict:
         "first_layer": first,
         "filters": filter_grid(first_weight, removed_channels(dense, result.model, first, kept)),
         "filters_total": first_weight.shape[0],
-        "dense_maps": feature_map_grid(dense_maps, removed),
+        "dense_maps": feature_map_grid(dense_maps),
         "pruned_maps": feature_map_grid(pruned_maps, removed),
         "channels": dense_maps.shape[0],
         "removed": len(removed),
