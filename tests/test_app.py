@@ -34,6 +34,12 @@ def metric(app: AppTest, label: str) -> str:
     raise AssertionError(f"no metric {label!r} among {[m.label for m in app.metric]}")
 
 
+def count(text: str) -> float:
+    """Turn a metric such as '607.5 k' or '2.01 M' into a number."""
+    number, unit = text.split()
+    return float(number) * {"k": 1e3, "M": 1e6, "G": 1e9}[unit]
+
+
 @pytest.mark.parametrize("model", ["mobilenet_v2", "hed"])
 @pytest.mark.parametrize("page", PAGES)
 def test_page_runs_with_real_model(model, page):
@@ -52,8 +58,9 @@ def test_slider_changes_numbers(page):
     after = (metric(app, "Parameters"), metric(app, "MACs"))
     assert after[0] != before[0]
     assert after[1] != before[1]
-    # fewer parameters at the higher ratio
-    assert float(after[0].split()[0]) < float(before[0].split()[0])
+    # fewer parameters and MACs at the higher ratio
+    assert count(after[0]) < count(before[0])
+    assert count(after[1]) < count(before[1])
 
 
 def test_ratio_zero_shows_dense_numbers():

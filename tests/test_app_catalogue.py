@@ -52,6 +52,12 @@ def test_digits_images_show_labelled_accuracy():
     assert float(dense.rstrip("%")) > 90
     assert metric(app, "Pruned accuracy, 1000 labelled held-out").endswith("%")
     assert app.selectbox(key="images_example").value.startswith("held-out digit")
+    # a 61k-parameter model reads in thousands and millions, not as 0.00 M and 0.000 G
+    assert metric(app, "Parameters").endswith(" k")
+    assert metric(app, "MACs").endswith(" M")
+    assert metric(app, "File size").endswith(" kB")
+    # the hint about retraining does not call the digits model an ImageNet classifier
+    assert not any("ImageNet" in element.value for element in app.info)
 
 
 @pytest.mark.parametrize("model", ["mobilenet_v2", "hed"])

@@ -22,7 +22,23 @@ def _reduction(dense: float, pruned: float) -> str:
 
 
 def _size(num_bytes: int) -> str:
+    if num_bytes < 1e6:
+        return f"{num_bytes / 1e3:.1f} kB"
     return f"{num_bytes / 1e6:.1f} MB"
+
+
+def _parameters(count: int) -> str:
+    """Format a parameter count in millions, or in thousands for small models such as the digits CNN."""
+    if count < 1e6:
+        return f"{count / 1e3:.1f} k"
+    return f"{count / 1e6:.2f} M"
+
+
+def _macs(count: int) -> str:
+    """Format a MAC count in G from 0.1 G up, else in M, so small models do not read 0.000 G."""
+    if count < 1e8:
+        return f"{count / 1e6:.2f} M"
+    return f"{count / 1e9:.3f} G"
 
 
 def _change(dense: float, pruned: float, *, exact: bool = True) -> dict:
@@ -46,20 +62,20 @@ def metrics_panel(config: PruneConfig) -> PruneResult | None:
     if config.mode == "structured":
         columns[0].metric(
             "Parameters",
-            f"{pruned['params'] / 1e6:.2f} M",
+            _parameters(pruned["params"]),
             **_change(dense["params"], pruned["params"]),
             help=f"Dense: {dense['params']:,}. After pruning: {pruned['params']:,}.",
         )
     else:
         columns[0].metric(
             "Non-zero parameters",
-            f"{pruned['nonzero_params'] / 1e6:.2f} M",
+            _parameters(pruned["nonzero_params"]),
             **_change(dense["nonzero_params"], pruned["nonzero_params"]),
             help=f"Masks zero weights but keep every tensor: the model still stores {pruned['params']:,} parameters.",
         )
     columns[1].metric(
         "MACs",
-        f"{pruned['macs'] / 1e9:.3f} G",
+        _macs(pruned["macs"]),
         **_change(dense["macs"], pruned["macs"]),
         help=f"Multiply-accumulates for one {tuple(state.current_entry().example_input_shape)} input. Dense: {dense['macs']:,}. "
         "Masked zeros are still multiplied by a dense kernel, so masks do not lower this.",
@@ -268,11 +284,14 @@ def image_comparison(entry, image, comparison, caption: str, *, pretrained: bool
         columns[0].metric("Same top-1 class", "yes" if fidelity["top1_agreement"] == 1.0 else "no")
         columns[1].metric("Top-5 overlap", f"{fidelity['top5_overlap']:.0%}")
         columns[2].metric("KL(dense ‖ pruned)", f"{fidelity['kl_divergence']:.3f}")
-        if fidelity["top1_agreement"] < 1.0:
+        if fidelity["top1_agreement"] < 1.0 and pretrained:
+            repair = (
+                "fine-tuning with labels" if entry.finetune_with_labels is not None else "a short repair"
+            )
             st.info(
-                "The pruned model no longer agrees with the dense one. ImageNet classifiers lose their "
-                "predictions after even light structured pruning unless the network is retrained; compare "
-                "ratio 0.05 with 0.3, and see the Recovery page for what a short repair can win back."
+                "The pruned model no longer agrees with the dense one. Trained networks lose their "
+                "predictions after even light structured pruning unless they are retrained; compare "
+                f"ratio 0.05 with 0.3, and see the Recovery page for what {repair} can win back."
             )
         return
 
