@@ -3,6 +3,7 @@ import streamlit as st
 from pruning.calibration import example_names
 from pruning.catalog import TASK_CLASSIFICATION
 from pruning.media import MediaError
+from pruning.tasks import blank_input
 from ui import state, views
 
 st.title("Images: dense vs pruned")
@@ -33,6 +34,11 @@ except MediaError as error:
     st.error(str(error))
     st.stop()
 
+if blank_input(entry, image):
+    st.warning(
+        "The model's input is blank: its preprocessing found nothing in this image (for the digits model, no "
+        "strokes), so the outputs below mean nothing. Try an image with a clear subject."
+    )
 views.image_comparison(entry, image, comparison, "input" if upload is None else upload.name, pretrained=entry.pretrained)
 if entry.labelled_holdout is not None:
     dense_accuracy, pruned_accuracy, count = state.labelled_accuracies(config)

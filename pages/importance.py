@@ -12,6 +12,8 @@ st.write(
 )
 views.metrics_panel(config)
 
+if views.channel_removal_unavailable(config):
+    st.stop()
 if config.mode != "structured":
     st.info(
         "Masks (unstructured mode) rank single weights by magnitude, not channels. "

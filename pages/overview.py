@@ -31,7 +31,7 @@ st.write(
     "Zeroing weights (masks) and removing channels can reach the same sparsity, but only removal "
     "shrinks the tensors a dense kernel multiplies. Measure both at the current ratio:"
 )
-if st.button("Measure masks vs removal", key="overview_masks_vs_removal"):
+if not views.channel_removal_unavailable(config) and st.button("Measure masks vs removal", key="overview_masks_vs_removal"):
     st.session_state["overview_masks_result"] = state.masks_vs_removal(config.model, config.ratio, config.criterion)
 masks = st.session_state.get("overview_masks_result")
 if masks is not None:

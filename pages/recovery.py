@@ -7,10 +7,11 @@ st.title("Recovery: win back what pruning lost")
 config = state.current_config()
 entry = state.current_entry()
 views.metrics_panel(config)
+held_out = "held-out digits" if entry.labelled_holdout is not None else "held-out photos and animated-film frames"
 st.write(
-    "Structured pruning changes what every later layer receives, so an ImageNet classifier's predictions "
-    "collapse after even light pruning. Three repairs, all on a copy of the pruned model, compared on "
-    "held-out photos and animated-film frames that none of them sees:"
+    "Structured pruning changes what every later layer receives, so a trained network's predictions "
+    "collapse after even light pruning. The repairs below all work on a copy of the pruned model and are "
+    f"compared on {held_out} that none of them sees:"
 )
 st.markdown(
     "- **BatchNorm recalibration**: re-estimate each BatchNorm's statistics so its output matches the "
@@ -21,6 +22,8 @@ st.markdown(
     "for the time you choose."
 )
 
+if views.channel_removal_unavailable(config):
+    st.stop()
 if config.mode != "structured":
     st.info("Recovery repairs removed channels; switch the sidebar to structured mode.")
     st.stop()
@@ -56,10 +59,17 @@ if saved is not None:
     if saved_config != config:
         st.info("These results were made with other sidebar settings; run the repairs again to refresh them.")
     st.dataframe(rows, hide_index=True)
+    if entry.labelled_holdout is not None:
+        dense_accuracy, _, count = state.labelled_accuracies(config)
+        st.caption(
+            f"Labelled accuracy: share of the {count} labelled held-out inputs classified correctly; the dense "
+            f"model reaches {dense_accuracy:.1%}. Fine-tuning with labels is real training, so it can win back "
+            "what imitating the dense model cannot."
+        )
     if entry.task == TASK_CLASSIFICATION:
         st.caption(
             "Top-1 agreement: share of held-out images where the pruned model's top class equals the dense "
             "model's. 'Confident' counts only images where the dense model is at least 50% sure. A random "
-            "guess among the dense model's usual classes agrees far less than 100%: without real fine-tuning "
-            "on labelled data, expect partial recovery at best."
+            "guess among the dense model's usual classes agrees far less than 100%."
+            + ("" if entry.finetune_with_labels is not None else " Without fine-tuning on labelled data, expect partial recovery at best.")
         )

@@ -37,6 +37,8 @@ def progress_bar(text):
     return bar, report
 
 
+if views.channel_removal_unavailable(config):
+    st.stop()
 if config.mode != "structured":
     st.info("Sensitivity scans remove channels; switch the sidebar to structured mode.")
 elif st.button("Scan every layer", key="sensitivity_run", type="primary", disabled=not ratios):

@@ -15,11 +15,14 @@ MAX_SIDES = [None, 640, 480, 320, 224, 160]
 
 st.title("Video: dense vs pruned, frame by frame")
 config = state.current_config()
+entry = state.current_entry()
 st.write(
     "Both models run on every selected frame. The output clip shows dense on the left and pruned on the "
     "right, each with its own frame rate (model time only), and keeps the timing of the input."
 )
 views.metrics_panel(config)
+if not entry.pretrained:
+    views.untrained_notice(entry)
 
 left, right = st.columns(2)
 sample = left.selectbox("Sample clip", sample_video_names(), key="video_sample")

@@ -26,6 +26,9 @@ TASK_EDGES = "edges"
 TASK_SEGMENTATION = "segmentation"
 
 
+UNTRAINED_SEED = 0
+
+
 class UnknownModelError(KeyError):
     """Raised for a model name that is not in the catalogue."""
 
@@ -110,8 +113,14 @@ class ModelEntry:
         return model
 
     def build_untrained(self) -> nn.Module:
-        """Build the architecture with freshly initialised weights, in eval mode."""
-        return self.architecture().eval()
+        """Build the architecture with freshly initialised weights, in eval mode.
+
+        The initialisation is seeded, so an untrained model, and every number measured on it, is
+        the same in every process: a shared link shows the same view after a restart.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            return self.architecture().eval()
 
     def example_inputs(self) -> torch.Tensor:
         return torch.zeros(self.example_input_shape)

@@ -15,10 +15,24 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .calibration import calibration_images, example_names, holdout_images, load_example, to_batch
+from .calibration import (
+    calibration_images,
+    example_names,
+    holdout_images,
+    load_example,
+    to_batch,
+)
 from .catalog import DEFAULT_MODEL, get_model_entry, list_models
 from .explorer import MODES, PruneConfig, analyse_entry, model_stats, prune
-from .export import FORMATS, CheckpointError, checkpoint_entry, export, load_state, recipe, run_onnx
+from .export import (
+    FORMATS,
+    CheckpointError,
+    checkpoint_entry,
+    export,
+    load_state,
+    recipe,
+    run_onnx,
+)
 from .importance import DEFAULT_CRITERION, get_criterion, list_criteria
 from .media import (
     MIN_SIDE,
@@ -407,6 +421,7 @@ def _video(args: argparse.Namespace) -> dict[str, Any]:
         "frames_out": comparison.frames_out,
         "fps": {"dense": round(comparison.dense_fps, 3), "pruned": round(comparison.pruned_fps, 3)},
         "agreement": comparison.mean_agreement,
+        "pretrained": entry.pretrained,
         "duration_s": round(comparison.duration_s, 3),
         "output_fps": round(comparison.output_fps, 3),
         "pipeline": {"fps": round(comparison.pipeline_fps, 3), "overhead_share": round(comparison.overhead_share, 3)},

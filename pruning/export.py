@@ -17,6 +17,8 @@ import dataclasses
 import hashlib
 import io
 import json
+import pickle
+import pickletools
 import tempfile
 import warnings
 import zipfile
@@ -140,6 +142,18 @@ def export(model: nn.Module, config: PruneConfig, fmt: str, path: str | Path) ->
     raise ValueError(f"invalid export format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
+def _pickle_builds_objects(data: bytes) -> bool:
+    """Return whether `data` is a plain pickle that imports or calls something (read with pickletools, never run)."""
+    try:
+        opcodes = {opcode.name for opcode, _, _ in pickletools.genops(io.BytesIO(data))}
+    except Exception:  # pickletools raises ValueError and others for bytes that are not a pickle
+        return False
+    return bool(opcodes & {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"})
+
+
+SAVE_HINT = "Save the weights with torch.save(model.state_dict(), path) and upload that file."
+
+
 class CheckpointError(ValueError):
     """Error for an uploaded checkpoint that cannot be loaded; the message gives the reason and the fix."""
 
@@ -152,14 +166,21 @@ def load_checkpoint(model_name: str, source: bytes | str | Path) -> tuple[nn.Mod
     the model and the list of problems found (missing or unexpected keys, shape mismatches); the
     model is returned only when that list is empty.
     """
-    stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    if not data:
+        raise CheckpointError(f"the file is empty. {SAVE_HINT}")
     try:
-        state = torch.load(stream, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or others for bad files
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's own message suggests weights_only=False, which would run whatever the file contains
+        if "Unsupported global" not in str(error) and not _pickle_builds_objects(data):
+            raise CheckpointError(f"the file is not a PyTorch checkpoint that torch.load can read. {SAVE_HINT}") from None
         raise CheckpointError(
-            "the checkpoint could not be loaded as plain weights (weights_only=True), so it was rejected "
-            f"without running it: {str(error).splitlines()[0]}. Save it with torch.save(model.state_dict(), path)."
+            "the file contains Python objects other than tensors (a pickled whole model, or code), so it was "
+            f"rejected without running anything. {SAVE_HINT}"
         ) from None
+    except Exception:  # torch raises RuntimeError, EOFError, ValueError and others for files it cannot read
+        raise CheckpointError(f"the file is not a PyTorch checkpoint that torch.load can read. {SAVE_HINT}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
@@ -182,7 +203,13 @@ def load_checkpoint(model_name: str, source: bytes | str | Path) -> tuple[nn.Mod
         shown = "; ".join(problems[:10])
         if len(problems) > 10:
             shown += f"; and {len(problems) - 10} more"
-        raise CheckpointError(f"the checkpoint does not fit {model_name}: {shown}")
+        raise CheckpointError(
+            f"the checkpoint does not fit {model_name}: {shown}. Choose the architecture the weights were trained "
+            "with; a model with another number of classes or changed layers is not supported."
+        )
+    non_finite = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if non_finite:
+        raise CheckpointError(f"non-finite values (NaN or infinity) in {', '.join(non_finite[:5])}: the weights are broken.")
     model.load_state_dict(state)
     return model.eval(), problems
 

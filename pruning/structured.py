@@ -10,6 +10,7 @@ The work is split so that a slider move is cheap:
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -86,7 +87,7 @@ class StructuredPruningError(RuntimeError):
 
 def _unsupported(model: nn.Module, step: str, error: Exception) -> StructuredPruningError:
     return StructuredPruningError(
-        f"torch-pruning {tp.__version__} could not {step} {type(model).__name__} for channel removal "
+        f"torch-pruning {importlib.metadata.version('torch-pruning')} could not {step} {type(model).__name__} for channel removal "
         f"({type(error).__name__}: {error}). Zeroing weights with masks works on every model: choose the masks mode."
     )
 

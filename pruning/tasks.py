@@ -27,6 +27,12 @@ def prepare_input(entry: ModelEntry, image: Image.Image) -> torch.Tensor:
     return entry.preprocess(fit_to_side(image.convert("RGB"), entry.max_input_side))
 
 
+def blank_input(entry: ModelEntry, image: Image.Image) -> bool:
+    """Return whether preprocessing turns `image` into a constant input, as the digits model does with an empty page."""
+    inputs = prepare_input(entry, image)
+    return bool(torch.all(inputs == inputs.flatten()[0]))
+
+
 def infer(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return model(inputs)
@@ -97,7 +103,7 @@ def segmentation_overlay(image: Image.Image, scores: torch.Tensor, alpha: float 
 
 
 def segmentation_difference_image(dense: torch.Tensor, pruned: torch.Tensor) -> Image.Image:
-    """Pixels where the two class maps disagree in white, agreement in black."""
+    """Return a mask image: white where the two class maps disagree, black where they agree."""
     differs = class_map(dense) != class_map(pruned)
     return Image.fromarray((differs * 255).astype(np.uint8), mode="L")
 

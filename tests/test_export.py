@@ -99,7 +99,7 @@ class _Payload:
 def test_malicious_pickle_not_executed(tmp_path):
     marker = tmp_path / "pwned.txt"
     data = pickle.dumps({"features.0.0.weight": _Payload(marker)})
-    with pytest.raises(CheckpointError, match="rejected without running it"):
+    with pytest.raises(CheckpointError, match="rejected without running anything"):
         load_checkpoint("mobilenet_v2", data)
     assert not marker.exists()
     # the same bytes do run code under a plain unpickler: the test payload is real
@@ -110,7 +110,7 @@ def test_malicious_pickle_not_executed(tmp_path):
 def test_whole_model_pickle_rejected(tmp_path):
     buffer = io.BytesIO()
     torch.save(torch.nn.Linear(2, 2), buffer)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="objects other than tensors"):
         load_checkpoint("mobilenet_v2", buffer.getvalue())
 
 

@@ -170,9 +170,45 @@ class _Payload:
 def test_checkpoint_with_code_rejected(tmp_path):
     marker = tmp_path / "payload-ran"
     data = pickle.dumps({"conv1.weight": _Payload(marker)})
-    with pytest.raises(CheckpointError, match="weights_only=True"):
+    with pytest.raises(CheckpointError, match="rejected without running anything") as raised:
         checkpoint_entry("resnet18", data, "evil.pt")
     assert not marker.exists()
+    assert "weights_only=False" not in str(raised.value)  # never advise loading it unsafely
+
+
+def _whole_model_bytes() -> bytes:
+    from torchvision.models import resnet18
+
+    buffer = io.BytesIO()
+    torch.save(resnet18(), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"hello world", "not a PyTorch checkpoint"),
+        (bytes(range(256)) * 8, "not a PyTorch checkpoint"),
+        (_whole_model_bytes(), "Python objects other than tensors"),
+    ],
+    ids=["empty", "text", "random", "whole model"],
+)
+def test_bad_checkpoint_messages(data, message):
+    with pytest.raises(CheckpointError, match=message) as raised:
+        load_checkpoint("resnet18", data)
+    text = str(raised.value)
+    assert "\x1b" not in text  # no terminal colour codes from torch's messages
+    assert "torch.save(model.state_dict(), path)" in text
+
+
+def test_checkpoint_non_finite_rejected():
+    from torchvision.models import resnet18
+
+    state = resnet18().state_dict()
+    state["fc.weight"].fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite values .* in fc.weight"):
+        load_checkpoint("resnet18", _state_bytes(state))
 
 
 def test_cli_prune_with_checkpoint(tmp_path, capsys):
@@ -213,3 +249,19 @@ def test_cli_sweep_digits_has_accuracy(capsys):
     assert [point["ratio"] for point in points] == [0.0, 0.5]
     assert points[0]["accuracy"] > 0.95
     assert points[1]["accuracy"] < points[0]["accuracy"]
+
+
+def test_untrained_build_is_reproducible():
+    entry = get_model_entry("resnet18")
+    torch.manual_seed(123)
+    first = entry.build().state_dict()
+    torch.manual_seed(456)
+    second = entry.build().state_dict()
+    for key, tensor in first.items():
+        assert torch.equal(second[key], tensor), key
+    # the caller's random stream is left alone
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    entry.build()
+    assert torch.equal(torch.rand(3), expected)

@@ -157,6 +157,12 @@ def _read_link() -> list[str]:
         except ValueError:
             rejected.append("overrides")
 
+    model = values.get("sidebar_model")
+    if model is not None and "@" in model and model not in model_choices():
+        # uploaded weights belong to the session that uploaded them
+        rejected.append(f"model {model} (weights uploaded in another session; upload them under Your own weights)")
+        values.pop("sidebar_model")
+
     # validate the whole configuration the link describes before applying any of it
     try:
         PruneConfig(
@@ -659,10 +665,6 @@ def run_recovery(
             inputs, labels = entry.labelled_holdout()
             row[f"labelled accuracy ({len(labels)} held-out)"] = round(labelled_accuracy(model, inputs, labels), 3)
         rows.append(row)
-    if entry.labelled_holdout is not None:
-        inputs, labels = entry.labelled_holdout()
-        dense_row = {"model": "dense (reference)", f"labelled accuracy ({len(labels)} held-out)": round(labelled_accuracy(base, inputs, labels), 3)}
-        rows.insert(0, dense_row)
     return rows
 
 

@@ -9,6 +9,7 @@ import streamlit as st
 from pruning.catalog import TASK_CLASSIFICATION, TASK_SEGMENTATION
 from pruning.charts import KEPT_COLOUR, PRUNED_COLOUR, top_k_chart
 from pruning.explorer import PruneConfig, PruneResult
+from pruning.importance import get_criterion
 from pruning.structured import Analysis, PruningPlan
 from pruning.tasks import OUTPUT_MAP_CAPTIONS
 
@@ -240,7 +241,7 @@ def sweep_charts(points, fidelity_label: str) -> list[go.Figure]:
             rows = [point for point in points if point.criterion == criterion]
             xs = [getattr(p, x_key) / (1e9 if x_key == "macs" else 1) for p in rows]
             ys = [getattr(p, y_key) / (1e6 if y_key == "params" else 1) for p in rows]
-            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=criterion))
+            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=get_criterion(criterion).label))
         figure.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title=x_title, yaxis_title=y_title)
         figures.append(figure)
     return figures
@@ -253,6 +254,18 @@ def group_members_table(members: tuple[str, ...]) -> list[dict[str, str]]:
         name, _, direction = member.rpartition(" (")
         rows.append({"layer": name, "loses": "output channels" if direction.startswith("out") else "input channels"})
     return rows
+
+
+def channel_removal_unavailable(config: PruneConfig) -> bool:
+    """Say why tools that remove channels do not apply to this model and return True; return False when they do."""
+    if state.structured_problem(config.model) is None:
+        return False
+    st.info(
+        f"{state.current_entry().label} cannot lose whole channels here, because torch-pruning cannot prune its "
+        "graph (the sidebar gives the reason), so this part does not apply. Zeroing weights with masks works: "
+        "see the Overview, Images and Video pages."
+    )
+    return True
 
 
 def untrained_notice(entry) -> None:
@@ -327,5 +340,7 @@ def _segmentation_metrics(entry, comparison, *, pretrained: bool) -> None:
         right.dataframe([{"pruned: class": name, "share of pixels": f"{share:.1%}"} for name, share in comparison.pruned_areas], hide_index=True)
     st.caption(
         "mIoU averages, over the classes either model predicts, the overlap of the two class maps divided by "
-        "their union; the dense model's map is the reference, not a human labelling."
+        "their union; the dense model's map is the reference, not a human labelling. Every class counts the "
+        "same, so a class of a few pixels that only one model predicts can halve the mIoU while the pixel "
+        "agreement stays near 100%."
     )
