@@ -194,17 +194,18 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="full passes over bikes.mp4 for the speed medians (default: 3)")
+    parser.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads for the models (default: {THREADS})")
     parser.add_argument("--skip-memory", action="store_true", help="leave out the 10 s vs 60 s memory measurement")
     parser.add_argument("--skip-speed", action="store_true", help="leave out the speed measurement")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
 
     if args.memory_child is not None:
         print(json.dumps(measure_memory_child(args.memory_child)))
         return
 
-    report = {"torch_threads": THREADS, "load_average_start": load_average()}
+    report = {"torch_threads": args.threads, "load_average_start": load_average()}
     if not args.skip_speed:
         report["speed"] = measure_speed(args.runs)
     if not args.skip_memory:

@@ -31,11 +31,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import MappingProxyType
-from typing import BinaryIO, NamedTuple, Union
+from typing import Any, BinaryIO, NamedTuple, Union
 
 import av
 import numpy as np
@@ -408,6 +409,7 @@ class VideoFrame:
     time_s: float  # presentation time in seconds since the first frame
     duration_s: float  # how long the frame is shown: until the next yielded frame or the end of the span read
     image: Image.Image  # RGB, rotation applied, shrunk to `max_side` if one was given
+    prepared: Any = None  # what transcode's `prepare` returned for this frame, if it was given one
 
 
 class StopRequested(Exception):
@@ -883,6 +885,7 @@ def transcode(
     crf: int = 23,
     preset: str = DEFAULT_PRESET,
     background: bool = True,
+    prepare: Callable[[VideoFrame], Any] | None = None,
 ) -> TranscodeResult:
     """Decode a video, pass each frame through `render` and write the results as H.264 MP4.
 
@@ -896,7 +899,9 @@ def transcode(
     With `background=True`, decoding and encoding run in their own threads, a few frames ahead of
     and behind `render`, so that they overlap the models; `decode_s` and `encode_s` in the result
     then count only the time this thread waited for them. `background=False` runs everything on the
-    calling thread (for measurement).
+    calling thread (for measurement). `prepare(frame)`, if given, runs right after decoding, on the
+    decoding thread, and its result reaches `render` as `frame.prepared`: model preprocessing placed
+    there overlaps the models too.
 
     If `render` or `progress` raises `StopRequested`, the frames written so far are finished into a
     playable file and the result has `stopped=True`. A frame whose `render` raised is not written.
@@ -918,6 +923,8 @@ def transcode(
     encode_s = 0.0
     # Decoding runs ahead and encoding behind in their own threads, so both overlap the models.
     frames = iter_frames(input_path, max_frames=max_frames, stride=stride, max_seconds=max_seconds, max_side=max_side)
+    if prepare is not None:
+        frames = _prepared_frames(frames, prepare)
     decoder = _Prefetcher(frames) if background else _InlineFrames(frames)
     try:
         while True:
@@ -988,6 +995,13 @@ def transcode(
         decode_s=decode_s,
         encode_s=encode_s,
     )
+
+
+def _prepared_frames(frames: Iterator[VideoFrame], prepare: Callable[[VideoFrame], Any]) -> Iterator[VideoFrame]:
+    """Return `frames` with `prepare(frame)` attached; closing it closes `frames` and so the container."""
+    with contextlib.closing(frames):
+        for frame in frames:
+            yield dataclasses.replace(frame, prepared=prepare(frame))
 
 
 _QUEUE_DEPTH = 2  # frames buffered between each background thread and the models

@@ -149,7 +149,7 @@ def compare_on_video(
 
     def render(frame: VideoFrame) -> Image.Image:
         started = time.perf_counter()
-        inputs = prepare_input(entry, frame.image)
+        inputs = frame.prepared if frame.prepared is not None else prepare_input(entry, frame.image)
 
         before_dense = time.perf_counter()
         dense_output = infer(dense, inputs)
@@ -191,6 +191,8 @@ def compare_on_video(
         max_side=max_side,
         progress=progress,
         background=background,
+        # with background threads, preprocessing runs on the decoding thread and overlaps the models
+        prepare=(lambda frame: prepare_input(entry, frame.image)) if background else None,
     )
     result.wall_s = time.perf_counter() - started
 
