@@ -852,3 +852,27 @@ def test_transcode_stop_keeps_frames_threaded(clip: Path, tmp_path: Path):
     assert result.stopped
     assert result.frames_out == 5
     assert len(list(media.iter_frames(output))) == 5
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_transcode_prepare_reaches_render(clip: Path, tmp_path: Path, background: bool):
+    seen = []
+
+    def render(frame: media.VideoFrame) -> Image.Image:
+        seen.append(frame.prepared)
+        return frame.image
+
+    media.transcode(clip, tmp_path / "out.mp4", render, background=background, prepare=lambda frame: frame.index * 10)
+    assert seen == [index * 10 for index in range(CLIP_FRAMES)]
+
+
+def test_transcode_prepare_error_leaves_no_file(clip: Path, tmp_path: Path):
+    output = tmp_path / "out.mp4"
+
+    def fail_on_third(frame: media.VideoFrame) -> None:
+        if frame.index == 2:
+            raise RuntimeError("prepare failed")
+
+    with pytest.raises(RuntimeError, match="prepare failed"):
+        media.transcode(clip, output, identity, prepare=fail_on_third)
+    assert not output.exists()
