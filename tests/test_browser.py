@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from clips import write_clip
+from test_app import count
 
 pytestmark = pytest.mark.browser
 
@@ -143,10 +144,10 @@ def test_overview_slider_changes_numbers(page):
     )
     after = metric_value(page, "Parameters")
     assert after != before
-    assert float(after.split()[0]) < float(before.split()[0])
+    assert count(after) < count(before)
 
 
-@pytest.mark.parametrize("title", ["Importance", "Images", "Video", "Sensitivity and sweeps", "Recovery", "Report"])
+@pytest.mark.parametrize("title", ["Importance", "Images", "Look inside", "Video", "Sensitivity and sweeps", "Recovery", "Report"])
 def test_each_page_opens(page, title):
     # the page list exists once app.py has run; clicking earlier can open the page without it
     page.get_by_text("Pruning setup").first.wait_for()
@@ -162,7 +163,7 @@ def test_image_upload(page, tmp_path):
     open_page(page, "Images")
     image = tmp_path / "upload.jpg"
     Image.new("RGB", (640, 480), (30, 120, 200)).save(image)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(image))
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(image))
     page.get_by_text("upload.jpg").first.wait_for()
     wait_until_idle(page)
     assert page.get_by_text("Top-5 overlap").count() > 0
@@ -172,7 +173,7 @@ def test_image_upload(page, tmp_path):
 def test_video_upload_plays(page, tmp_path):
     open_page(page, "Video")
     clip = write_clip(tmp_path / "clip.mp4", width=160, height=120, frames=8)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(clip))
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(clip))
     page.get_by_text("clip.mp4").first.wait_for()
     page.get_by_role("button", name="Run dense and pruned on the clip").click()
     video = page.locator("video").first
@@ -289,5 +290,22 @@ def test_exported_report_opens_offline(page, browser, tmp_path):
         assert "of dense" in tab.locator("#chart-costs .hoverlayer .hovertext").first.text_content()
         assert requests == []
         assert errors == []
+    finally:
+        context.close()
+
+
+def test_digits_model_from_link(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    tab.set_default_timeout(MODEL_TIMEOUT_MS)
+    try:
+        tab.goto(f"{server}/images?model=digits_cnn&ratio=0.3")
+        tab.get_by_text("Dense accuracy, 1000 labelled held-out").first.wait_for()
+        wait_until_idle(tab)
+        assert tab.locator('[data-testid="stException"]').count() == 0
+        assert metric_value(tab, "Dense accuracy, 1000 labelled held-out") == "98.5%"
+        assert metric_value(tab, "Parameters").endswith(" k")
+        assert tab.get_by_text("Where each model looks (Grad-CAM)").count() == 1
+        screenshot(tab, "digits-images")
     finally:
         context.close()
