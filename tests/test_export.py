@@ -86,7 +86,7 @@ def test_valid_state_dict_loads_and_prunes(mobilenet):
     assert prune(model, PruneConfig("mobilenet_v2", 0.3)).channel_reduction > 0.2
 
 
-class _Payload:
+class CodePayload:
     """Pickling this object makes the unpickler call open() on a marker path."""
 
     def __init__(self, marker):
@@ -98,7 +98,7 @@ class _Payload:
 
 def test_malicious_pickle_not_executed(tmp_path):
     marker = tmp_path / "pwned.txt"
-    data = pickle.dumps({"features.0.0.weight": _Payload(marker)})
+    data = pickle.dumps({"features.0.0.weight": CodePayload(marker)})
     with pytest.raises(CheckpointError, match="rejected without running anything"):
         load_checkpoint("mobilenet_v2", data)
     assert not marker.exists()

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+from test_export import CodePayload
 
 from pruning.catalog import TASK_SEGMENTATION, get_model_entry, list_models
 from pruning.cli import main
@@ -157,19 +158,9 @@ def test_segmentation_checkpoint_ignores_aux_head():
     assert problems == []
 
 
-class _Payload:
-    """Unpickling this runs `open(path, "w")`: a stand-in for an attacker's code."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 def test_checkpoint_with_code_rejected(tmp_path):
     marker = tmp_path / "payload-ran"
-    data = pickle.dumps({"conv1.weight": _Payload(marker)})
+    data = pickle.dumps({"conv1.weight": CodePayload(marker)})
     with pytest.raises(CheckpointError, match="rejected without running anything") as raised:
         checkpoint_entry("resnet18", data, "evil.pt")
     assert not marker.exists()
@@ -226,7 +217,7 @@ def test_cli_prune_with_checkpoint(tmp_path, capsys):
 def test_cli_checkpoint_with_code_exits_2(tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"conv1.weight": _Payload(marker)}))
+    path.write_bytes(pickle.dumps({"conv1.weight": CodePayload(marker)}))
     assert main(["prune", "--model", "resnet18", "--checkpoint", str(path), "--ratio", "0.3", "--json"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
