@@ -230,6 +230,8 @@ def checkpoint_entry(model_name: str, source: bytes, filename: str = "checkpoint
     name = f"{model_name}@{digest[:10]}"
     if name in list_models(checkpoints=True):
         return get_model_entry(name)
+    # NOTE: uploaded files and their catalogue entries stay until the process ends (no eviction), so a
+    # long-running server gathers one file per distinct upload under the temporary folder.
     CHECKPOINT_FOLDER.mkdir(parents=True, exist_ok=True)
     path = CHECKPOINT_FOLDER / f"{name}.pt"
     path.write_bytes(source)
