@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import io
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch_pruning as tp
+from torch_pruning.utils import op_counter
 from torch import nn
 
 
@@ -20,10 +22,25 @@ def count_parameters(model: nn.Module) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+_COUNTER_LOCK = threading.Lock()  # torch-pruning's counter keeps its custom-module table in a global
+
+
 def count_macs(model: nn.Module, example_inputs: torch.Tensor) -> int:
     """Multiply-accumulate operations of one forward pass on `example_inputs`."""
-    # count_ops_and_params runs a forward pass on its own deep copy, so `model` is not touched.
-    macs, _ = tp.utils.count_ops_and_params(model, example_inputs)
+    with _COUNTER_LOCK:
+        # torch-pruning's counter matches layers by exact type, so subclasses such as
+        # EfficientNet-Lite's padded Conv2d would count as zero; map them to their base class's counter.
+        for module in model.modules():
+            kind = type(module)
+            if kind in op_counter.MODULES_MAPPING:
+                continue
+            for base, hook in op_counter.MODULES_MAPPING.items():
+                if isinstance(module, base):
+                    op_counter.CUSTOM_MODULES_MAPPING[kind] = hook
+                    break
+        # count_ops_and_params runs a forward pass on its own deep copy, so `model` is not touched;
+        # it also empties the custom table when it ends.
+        macs, _ = tp.utils.count_ops_and_params(model, example_inputs)
     return int(macs)
 
 

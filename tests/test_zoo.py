@@ -256,3 +256,12 @@ def test_untrained_build_is_reproducible():
     torch.manual_seed(7)
     entry.build()
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_efficientnet_lite0_macs_counted():
+    from pruning.metrics import count_macs
+
+    entry = get_model_entry("efficientnet_lite0")
+    macs = count_macs(entry.build(), entry.example_inputs())
+    # EfficientNet-Lite0 needs about 0.4 G MACs at 224x224; its convs subclass nn.Conv2d
+    assert 3.5e8 < macs < 4.5e8
