@@ -1110,7 +1110,7 @@ class _BackgroundEncoder:
             if item is None or self._aborted.is_set():
                 return
             if self._error is not None:
-                continue  # keep draining so write() never blocks on a full queue
+                continue  # drop frames queued before the failure, so that close() can put its end marker
             array, time_s, duration_s = item
             try:
                 self._writer.write(array, time_s=time_s, duration_s=duration_s)

@@ -6,8 +6,8 @@ import shutil
 import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# An empty torchvision cache, so that weights a developer downloaded earlier do not change which
-# catalogue entries the tests see as untrained; tests that need a cached file write one here.
+# Point torchvision at an empty cache, so weights a developer downloaded earlier do not change which
+# catalogue entries the tests see as untrained. Tests that need a cached file write one here.
 TORCH_HOME = tempfile.mkdtemp(prefix="pruning-tests-torch-home-")
 os.environ["TORCH_HOME"] = TORCH_HOME
 atexit.register(shutil.rmtree, TORCH_HOME, ignore_errors=True)

@@ -1,7 +1,7 @@
 """torchvision architectures for the catalogue: weights from torchvision's cache, explicit download.
 
 Nothing here downloads on its own. A model whose weights file is not in torchvision's cache
-(`torch.hub.get_dir()/checkpoints`) builds with untrained weights; `download_weights` fetches the
+(`torch.hub.get_dir()/checkpoints`) builds with untrained weights. `download_weights` fetches the
 file only when a user asks for it.
 """
 
@@ -97,7 +97,7 @@ class SegmentationNet(nn.Module):
 
 
 def is_segmentation(name: str) -> bool:
-    return name in segmentation.__dict__ and name in models.list_models(module=segmentation)
+    return name in models.list_models(module=segmentation)
 
 
 def build(name: str, *, pretrained: bool) -> nn.Module:
