@@ -3,6 +3,7 @@
 Run: .venv/bin/python benchmarks/recovery.py [--distill-seconds 60]
 Prints a markdown table: top-1 agreement with the dense model on all held-out images and on the
 ones the dense model is at least 50% sure of, top-5 overlap and KL divergence, for each recovery.
+The first row is the yardstick: the dense model on the same images mirrored left to right.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pruning.catalog import get_model_entry
 from pruning.explorer import PruneConfig, analyse_entry, prune
 from pruning.metrics import count_macs
 from pruning.recovery import distill, kept_output_channels, recalibrate_batchnorm, reconstruct
-from pruning.tasks import infer, recovery_row
+from pruning.tasks import infer, mirrored_output, recovery_row
 
 TARGETS = (1.5, 2.0)  # MAC reduction factors
 
@@ -59,7 +60,8 @@ def main() -> None:
 
     print("machine:", machine())
     print(f"calibration images: {len(calibration)}, held-out images: {len(holdout)}")
-    rows = []
+    # Yardstick: how often the dense model agrees with itself when each image is mirrored left to right.
+    rows = [{"setting": "dense model", **recovery_row(entry, "yardstick: mirrored images", dense_output, mirrored_output(entry, base, holdout))}]
     for target in TARGETS:
         for allocation in ("global", "uniform"):
             ratio, result = ratio_for_reduction(base, analysis, allocation, target)

@@ -73,3 +73,9 @@ if saved is not None:
             "guess among the dense model's usual classes agrees far less than 100%."
             + ("" if entry.finetune_with_labels is not None else " Without fine-tuning on labelled data, expect partial recovery at best.")
         )
+    if any(row["model"] == state.MIRROR_YARDSTICK for row in rows):
+        st.caption(
+            "Yardstick: the dense model itself on the same images mirrored left to right, compared with its "
+            "own predictions. Where its top classes are nearly tied, even a mirror changes the top class, so a "
+            "pruned model that comes close to this row is about as faithful as the dense model is to itself."
+        )

@@ -86,6 +86,9 @@ class ModelEntry:
     model_view: Callable[[Image.Image], Image.Image] | None = field(default=None, repr=False)
     # Catalogue architecture of a user's uploaded weights (pruning.export.checkpoint_entry); None otherwise.
     checkpoint_of: str | None = None
+    # Whether a left-right mirrored input means the same thing (photos: yes; digits: no). Only then
+    # is the dense model on mirrored inputs a fair yardstick for the pruned model's fidelity.
+    mirror_invariant: bool = True
 
     @property
     def pretrained(self) -> bool:
@@ -495,6 +498,7 @@ register_model(
         labelled_holdout=_digits_labelled,
         finetune_with_labels=_digits_finetune,
         model_view=_digits_view,
+        mirror_invariant=False,
     )
 )
 

@@ -38,6 +38,19 @@ def infer(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs)
 
 
+def mirrored_output(entry: ModelEntry, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor | None:
+    """Return `model`'s output on left-right mirrored `inputs`, with output maps mirrored back.
+
+    The dense model's agreement with itself on mirrored images is a yardstick for the pruned
+    model's agreement, because a mirror alone flips the top class where the top classes are nearly tied.
+    Returns None for models whose inputs change meaning when mirrored (digits).
+    """
+    if not entry.mirror_invariant:
+        return None
+    output = infer(model, inputs.flip(-1))
+    return output.flip(-1) if output.dim() == 4 else output
+
+
 def top_k(entry: ModelEntry, logits: torch.Tensor, k: int = 5) -> list[tuple[str, float]]:
     """Top-k (class name, probability) of the first item of a batch of logits."""
     probabilities = logits[0].float().softmax(0)

@@ -70,6 +70,7 @@ from pruning.tasks import (
     compare_on_image,
     fit_to_side,
     infer,
+    mirrored_output,
     prepare_input,
     recovery_row,
 )
@@ -615,6 +616,7 @@ def apply_overrides(overrides: dict[str, float]) -> None:
 
 RECOVERY_METHODS = ("BatchNorm recalibration", "least-squares reconstruction", "distillation")
 LABELLED_FINETUNE = "fine-tuning with labels"
+MIRROR_YARDSTICK = "yardstick: dense model on mirrored images"
 
 
 def recovery_methods(entry: ModelEntry) -> tuple[str, ...]:
@@ -665,6 +667,9 @@ def run_recovery(
             inputs, labels = entry.labelled_holdout()
             row[f"labelled accuracy ({len(labels)} held-out)"] = round(labelled_accuracy(model, inputs, labels), 3)
         rows.append(row)
+    mirrored = mirrored_output(entry, base, holdout)
+    if mirrored is not None:
+        rows.append(recovery_row(entry, MIRROR_YARDSTICK, dense_output, mirrored))
     return rows
 
 
