@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import machine  # sets OMP_WAIT_POLICY before torch loads
+from common import machine, markdown_table  # sets OMP_WAIT_POLICY before torch loads
 
 import torch
 
@@ -65,10 +65,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[column]) for column in columns) + " |")
+    print(markdown_table(columns, [[str(row[column]) for column in columns] for row in rows]))
 
 
 if __name__ == "__main__":
