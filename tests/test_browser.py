@@ -4,6 +4,7 @@ The browser is Debian's /usr/bin/chromium (Playwright's own download cannot run 
 it these tests are skipped with a reason, except under CI, where they fail instead.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -48,8 +49,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def running_server():
+    """Start the dashboard on a free loopback port, yield its URL, and stop it afterwards."""
     _require_browser()
     port = _free_port()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -71,12 +73,20 @@ def server():
             process.kill()
             pytest.fail(f"streamlit did not start on {url}: {process.stdout.read()}")
         time.sleep(0.5)
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -309,3 +319,23 @@ def test_digits_model_from_link(browser, server):
         screenshot(tab, "digits-images")
     finally:
         context.close()
+
+
+def test_deep_link_on_fresh_server(browser):
+    # The first request of a new server goes straight to a page: Streamlit could run that page
+    # without app.py, and the sidebar then listed file names (app, camera, images...).
+    with running_server() as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(MODEL_TIMEOUT_MS)
+        try:
+            tab.goto(f"{url}/images?model=digits_cnn")
+            tab.get_by_text("Dense accuracy, 1000 labelled held-out").first.wait_for()
+            wait_until_idle(tab)
+            navigation = tab.locator('[data-testid="stSidebarNav"]').inner_text()
+            assert "Sensitivity and sweeps" in navigation
+            assert "sensitivity" not in navigation
+            assert tab.get_by_text("Pruning setup").count() == 1
+            assert tab.locator('[data-testid="stException"]').count() == 0
+        finally:
+            context.close()

@@ -75,6 +75,7 @@ from pruning.tasks import (
     recovery_row,
 )
 from pruning.video import JobProgress, VideoJob
+from ui.navigation import ensure_routed
 
 CONFIG_KEY = "prune_config"
 DEFAULT_RATIO = 0.3
@@ -412,6 +413,7 @@ def _overrides_editor(name: str, criterion: str) -> dict[str, float]:
 
 def current_config() -> PruneConfig:
     """Return the sidebar's configuration for this session (app.py draws the sidebar before every page)."""
+    ensure_routed()
     config = st.session_state.get(CONFIG_KEY)
     if config is None:
         config = sidebar()
