@@ -46,6 +46,7 @@ def ensure_routed() -> None:
     as /images?model=resnet18), Streamlit 1.67 may run pages/images.py on its own, in its older
     pages-folder mode: the sidebar then lists file names. Registering the page list switches the
     session to app.py's navigation, and the rerun keeps the URL and its query parameters.
+    Call it from a page's top level only: fragment reruns and widget callbacks run without app.py.
     """
     if _ROUTED.get():
         return
