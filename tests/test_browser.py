@@ -100,14 +100,23 @@ def browser():
         instance.close()
 
 
-@pytest.fixture
-def page(browser, server):
+@contextlib.contextmanager
+def open_tab(browser, url: str):
+    """Open `url` in a tab of a new browser context, and close the context afterwards."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     tab.set_default_timeout(MODEL_TIMEOUT_MS)
-    tab.goto(server)
-    yield tab
-    context.close()
+    try:
+        tab.goto(url)
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    with open_tab(browser, server) as tab:
+        yield tab
 
 
 def metric_value(page, label: str) -> str:
@@ -305,11 +314,7 @@ def test_exported_report_opens_offline(page, browser, tmp_path):
 
 
 def test_digits_model_from_link(browser, server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    tab = context.new_page()
-    tab.set_default_timeout(MODEL_TIMEOUT_MS)
-    try:
-        tab.goto(f"{server}/images?model=digits_cnn&ratio=0.3")
+    with open_tab(browser, f"{server}/images?model=digits_cnn&ratio=0.3") as tab:
         tab.get_by_text("Dense accuracy, 1000 labelled held-out").first.wait_for()
         wait_until_idle(tab)
         assert tab.locator('[data-testid="stException"]').count() == 0
@@ -317,25 +322,16 @@ def test_digits_model_from_link(browser, server):
         assert metric_value(tab, "Parameters").endswith(" k")
         assert tab.get_by_text("Where each model looks (Grad-CAM)").count() == 1
         screenshot(tab, "digits-images")
-    finally:
-        context.close()
 
 
 def test_deep_link_on_fresh_server(browser):
     # The first request of a new server goes straight to a page: Streamlit could run that page
     # without app.py, and the sidebar then listed file names (app, camera, images...).
-    with running_server() as url:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        tab = context.new_page()
-        tab.set_default_timeout(MODEL_TIMEOUT_MS)
-        try:
-            tab.goto(f"{url}/images?model=digits_cnn")
-            tab.get_by_text("Dense accuracy, 1000 labelled held-out").first.wait_for()
-            wait_until_idle(tab)
-            navigation = tab.locator('[data-testid="stSidebarNav"]').inner_text()
-            assert "Sensitivity and sweeps" in navigation
-            assert "sensitivity" not in navigation
-            assert tab.get_by_text("Pruning setup").count() == 1
-            assert tab.locator('[data-testid="stException"]').count() == 0
-        finally:
-            context.close()
+    with running_server() as url, open_tab(browser, f"{url}/images?model=digits_cnn") as tab:
+        tab.get_by_text("Dense accuracy, 1000 labelled held-out").first.wait_for()
+        wait_until_idle(tab)
+        navigation = tab.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Sensitivity and sweeps" in navigation
+        assert "sensitivity" not in navigation
+        assert tab.get_by_text("Pruning setup").count() == 1
+        assert tab.locator('[data-testid="stException"]').count() == 0
